@@ -1,0 +1,47 @@
+# Everything a developer or CI runs. Each target creates and uses .venv by itself,
+# so on a fresh machine with Python 3.11+ `make run` and `make test` are the whole set-up.
+
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+# Dev defaults for `make run`: no root needed (HTTPS on 8443, not 443), a plaintext
+# MQTT port on loopback for quick tries, the store under ./data.
+RUN_ENV := StorageFolder=$${StorageFolder:-./data} \
+	httpSettings__port=$${httpSettings__port:-8443} \
+	mqttSettings__plainPort=$${mqttSettings__plainPort:-1883}
+
+.PHONY: run test lint bench check-config clean system-deps venv
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian packages the tests use as real peers (mosquitto); skipped where present.
+system-deps:
+	@sh scripts/system-deps.sh
+
+run: $(STAMP)
+	$(RUN_ENV) $(BIN)/edgehub run $(if $(CONFIG),--config $(CONFIG),)
+
+check-config: $(STAMP)
+	$(BIN)/edgehub check-config $(if $(CONFIG),--config $(CONFIG),)
+
+lint: $(STAMP)
+	$(BIN)/ruff check edgehub tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: $(STAMP) system-deps lint
+	$(BIN)/pytest
+
+bench: $(STAMP) system-deps
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache

@@ -1,0 +1,119 @@
+"""The Store protocol: what the hub, the pumps and the CLI need of a durable store.
+
+Only types and the protocol live here; backends (rocksdb, sqlite, memory) live
+beside it and only edgehub.hub chooses one. See DESIGN.md §5 for the format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from edgehub.message import Message, MessageId
+
+DEFAULT_PRIORITY: Final = 2_000_000_000
+"""Priority of a schema 1.0 route (edgeHub's default: below every 0-9 priority)."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class QueueKey:
+    """One queue: an endpoint at one priority (lower number = more urgent)."""
+
+    endpoint: str
+    priority: int = DEFAULT_PRIORITY
+
+    def __str__(self) -> str:
+        return f"{self.endpoint}/{self.priority}"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Where a routed message must go: a queue, and when it expires there (epoch ms)."""
+
+    queue: QueueKey
+    expiry_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class IngestItem:
+    """A message with its deliveries; appended in one atomic write batch.
+
+    An item without deliveries is not stored (no route matched).
+    """
+
+    message: Message
+    deliveries: tuple[Delivery, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """A message as read from one queue."""
+
+    id: MessageId
+    queue: QueueKey
+    expiry_ms: int
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    queue: QueueKey
+    length: int
+    oldest_enqueued_ms: int | None
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    queues: tuple[QueueStats, ...]
+    size_bytes: int
+    message_count: int
+
+
+class Store(Protocol):
+    """A durable store of messages and per-queue refs.
+
+    Methods are synchronous; ``append`` may be called from one worker thread
+    while the event loop thread reads and checkpoints, so implementations
+    guard their in-memory state. The async group-commit front is
+    ``edgehub.store.group_commit.GroupCommitter``.
+    """
+
+    def append(self, items: Sequence[IngestItem]) -> list[MessageId]:
+        """Store every item in ONE atomic write batch (body, refs, expiry index).
+
+        Returns the ids in order (items without deliveries get -1, nothing
+        stored). Raises StoreFullError, writing nothing, when the batch would
+        take the store over its size limit.
+        """
+        ...
+
+    def read(self, queue: QueueKey, after: MessageId, limit: int, now_ms: int) -> list[QueuedMessage]:
+        """Up to ``limit`` messages of ``queue`` with id > ``after``, in id order,
+        skipping every one whose expiry is <= ``now_ms`` and every checkpointed one."""
+        ...
+
+    def checkpoint(self, queue: QueueKey, upto: MessageId) -> None:
+        """Mark every message of ``queue`` with id <= ``upto`` delivered; reclaim
+        the bodies no other queue still needs, all in one write batch."""
+        ...
+
+    def expire(self, now_ms: int) -> dict[QueueKey, int]:
+        """Remove every ref whose expiry is <= ``now_ms`` and reclaim bodies; costs
+        O(expired). Returns how many undelivered refs were dropped per queue."""
+        ...
+
+    def queues(self) -> list[QueueKey]:
+        """Every queue that holds or held messages, sorted."""
+        ...
+
+    def stats(self) -> StoreStats: ...
+
+    def size_bytes(self) -> int:
+        """Bytes the store counts against ``storeLimits.maxSizeBytes``."""
+        ...
+
+    def close(self) -> None:
+        """Flush and close; idempotent."""
+        ...
