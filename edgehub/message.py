@@ -12,6 +12,9 @@ from typing import Final
 
 EMPTY_PROPERTIES: Final[Mapping[str, str]] = MappingProxyType({})
 
+DEFAULT_PRIORITY: Final = 2_000_000_000
+"""Priority of a schema 1.0 route (edgeHub's default: below every 0-9 priority)."""
+
 MessageId = int
 """Store-assigned, strictly increasing id; also the message's sequence in every queue."""
 
@@ -64,8 +67,8 @@ class Message:
     """
 
     body: bytes
-    properties: Mapping[str, str] = field(default=EMPTY_PROPERTIES)
-    system_properties: Mapping[str, str] = field(default=EMPTY_PROPERTIES)
+    properties: Mapping[str, str] = field(default_factory=lambda: EMPTY_PROPERTIES)
+    system_properties: Mapping[str, str] = field(default_factory=lambda: EMPTY_PROPERTIES)
     enqueued_ms: int = 0
 
     @property

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgehub.store.base import DEFAULT_PRIORITY
+from edgehub.message import DEFAULT_PRIORITY
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Protocol
 
-from edgehub.message import Message, MessageId
+from edgehub.message import DEFAULT_PRIORITY, Message, MessageId
 
-DEFAULT_PRIORITY: Final = 2_000_000_000
-"""Priority of a schema 1.0 route (edgeHub's default: below every 0-9 priority)."""
+__all__ = ["DEFAULT_PRIORITY", "Delivery", "IngestItem", "QueueKey", "QueueStats", "QueuedMessage", "Store",
+           "StoreStats"]
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -1,0 +1,578 @@
+"""The config file (``--config``): edgeHub desired properties or a deployment manifest → HubConfig.
+
+Owns the file's shapes, schema versions 1.0-1.3 and every value check, reporting each problem
+with a JSON path; must not parse route text (edgehub.routing does) nor read the environment.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from edgehub.auth.identities import IdentitySpec
+from edgehub.errors import ConfigError
+from edgehub.message import Identity
+from edgehub.routing.spec import RouteSpec
+from edgehub.store.base import DEFAULT_PRIORITY
+
+DEFAULT_TIME_TO_LIVE_SECS: Final = 7200
+"""edgeHub's default ``storeAndForwardConfiguration.timeToLiveSecs``."""
+
+MAX_CONFIG_BYTES: Final = 16 * 1024 * 1024
+"""A config file larger than this is refused rather than read into memory."""
+
+SUPPORTED_SCHEMA_VERSIONS: Final = ("1.0", "1.1", "1.2", "1.3")
+"""As edgeHub's EdgeHubConfigParser: major 1, minor 0-3 (``1.2.0`` style is accepted too)."""
+
+_INT32_MAX: Final = 2**31 - 1
+_INT64_MAX: Final = 2**63 - 1
+_KEY_BYTES: Final = (16, 64)
+"""IoT Hub accepts symmetric keys of 16 to 64 bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    """What the config file decides: routes, time to live, store limit, local identities.
+
+    ``warnings`` are ``(location, reason)`` pairs for parts that were accepted but ignored
+    (the hub logs them); ``schema_version`` is as written in the file.
+    """
+
+    routes: tuple[RouteSpec, ...]
+    time_to_live_secs: int
+    max_store_size_bytes: int | None
+    identities: tuple[IdentitySpec, ...]
+    source: str
+    schema_version: str = "1.1"
+    warnings: tuple[tuple[str, str], ...] = ()
+
+
+def default_config() -> HubConfig:
+    """The config without a file: everything upstream, two hours to live, no local identities."""
+    return HubConfig(
+        routes=(RouteSpec(name="upstream", text="FROM /messages/* INTO $upstream"),),
+        time_to_live_secs=DEFAULT_TIME_TO_LIVE_SECS,
+        max_store_size_bytes=None,
+        identities=(),
+        source="built-in default",
+    )
+
+
+def read_config_bytes(path: Path) -> bytes:
+    """The file's bytes, at most MAX_CONFIG_BYTES + 1 of them; raises OSError."""
+    with path.open("rb") as file:
+        return file.read(MAX_CONFIG_BYTES + 1)
+
+
+def load_config_file(path: Path) -> HubConfig:
+    """Read, parse and check ``path``; raises ConfigError listing every problem."""
+    try:
+        data = read_config_bytes(path)
+    except OSError as exc:
+        raise ConfigError([(str(path), f"cannot read the config file: {exc.strerror or exc}")]) from None
+    return load_config_bytes(data, str(path), path.parent)
+
+
+def load_config_bytes(data: bytes, source: str, base_dir: Path | None = None) -> HubConfig:
+    """Parse a config file's bytes (UTF-8 JSON, BOM allowed); relative paths resolve against ``base_dir``."""
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([(source, f"the config file is larger than {MAX_CONFIG_BYTES} bytes")])
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([(source, f"not UTF-8 text (bad byte at offset {exc.start})")]) from None
+    try:
+        document = json.loads(text, object_pairs_hook=_JsonObject.from_pairs, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            [(source, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")]
+        ) from None
+    except _NonFiniteNumberError as exc:
+        raise ConfigError([(source, f"invalid JSON: {exc} is not a JSON number")]) from None
+    except RecursionError:
+        raise ConfigError([(source, "invalid JSON: nested too deeply")]) from None
+    return parse_config(document, source, base_dir)
+
+
+def parse_config(document: object, source: str, base_dir: Path | None = None) -> HubConfig:
+    """Check a parsed JSON document of either shape; raises ConfigError listing every problem.
+
+    (a) edgeHub desired properties (``schemaVersion``, ``routes``, ``storeAndForwardConfiguration``),
+    (b) a deployment manifest (``modulesContent.$edgeHub["properties.desired"]``, or the older
+    ``moduleContent``); either may carry a top-level ``identities`` list.
+    """
+    report = _Report()
+    root = _object(document, source, report)
+    if root is None:
+        raise ConfigError(report.problems)
+    if "modulesContent" in root or "moduleContent" in root:
+        desired = _manifest_desired_properties(root, report)
+        desired_path = f'{_manifest_content_key(root)}.$edgeHub["properties.desired"]'
+    elif "schemaVersion" in root or "routes" in root:
+        desired, desired_path = root, ""
+    else:
+        report.problem(
+            source,
+            "neither edgeHub desired properties (schemaVersion, routes) "
+            "nor a deployment manifest (modulesContent.$edgeHub)",
+        )
+        raise ConfigError(report.problems)
+    parsed = _desired_properties(desired, desired_path, in_manifest=desired is not root, report=report)
+    identities = _identities(root.get("identities"), "identities", base_dir, report)
+    if report.problems:
+        raise ConfigError(report.problems)
+    schema_version, routes, time_to_live_secs, max_store_size_bytes = parsed
+    return HubConfig(
+        routes=tuple(routes),
+        time_to_live_secs=time_to_live_secs,
+        max_store_size_bytes=max_store_size_bytes,
+        identities=tuple(identities),
+        source=source,
+        schema_version=schema_version,
+        warnings=tuple(report.warnings),
+    )
+
+
+_ID_CHARACTERS: Final = re.compile(r"[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}")
+
+
+def identity_id_problem(text: str) -> str | None:
+    """Why ``text`` is not a valid IoT Hub device or module id, or None if it is one.
+
+    IoT Hub: up to 128 ASCII letters, digits and ``- . % _ * ? ! ( ) , : = @ $ '``; so never a
+    ``/`` (the device/module separator) nor an MQTT wildcard.
+    """
+    if _ID_CHARACTERS.fullmatch(text):
+        return None
+    return "must be 1 to 128 letters, digits or - . % _ * ? ! ( ) , : = @ $ '"
+
+
+# --- JSON plumbing --------------------------------------------------------------------------------
+
+
+class _NonFiniteNumberError(ValueError):
+    """NaN or Infinity in the file: Python's json accepts them, JSON does not."""
+
+
+def _refuse_constant(name: str) -> object:
+    raise _NonFiniteNumberError(name)
+
+
+class _JsonObject(dict[str, object]):
+    """A JSON object that remembers keys it saw twice (json keeps only the last silently)."""
+
+    duplicate_keys: tuple[str, ...] = ()
+
+    @classmethod
+    def from_pairs(cls, pairs: list[tuple[str, object]]) -> _JsonObject:
+        obj = cls(pairs)
+        if len(obj) != len(pairs):
+            seen: set[str] = set()
+            duplicates: dict[str, None] = {}
+            for key, _ in pairs:
+                if key in seen:
+                    duplicates[key] = None
+                seen.add(key)
+            obj.duplicate_keys = tuple(duplicates)
+        return obj
+
+
+class _Report:
+    """Problems (refuse the file) and warnings (accepted, ignored), each with its location."""
+
+    def __init__(self) -> None:
+        self.problems: list[tuple[str, str]] = []
+        self.warnings: list[tuple[str, str]] = []
+
+    def problem(self, location: str, reason: str) -> None:
+        self.problems.append((location, reason))
+
+    def warn(self, location: str, reason: str) -> None:
+        self.warnings.append((location, reason))
+
+
+_PLAIN_KEY: Final = re.compile(r"[A-Za-z0-9_$-]+")
+
+
+def _child(path: str, key: str) -> str:
+    """``path.key``, or ``path["odd key"]`` when the key has dots, spaces or the like."""
+    if not _PLAIN_KEY.fullmatch(key):
+        return f"{path}[{json.dumps(key)}]"
+    return f"{path}.{key}" if path else key
+
+
+def _shown(value: object) -> str:
+    text = json.dumps(value) if isinstance(value, str | int | float | bool | None) else type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return _shown(value)
+
+
+def _object(value: object, path: str, report: _Report) -> Mapping[str, object] | None:
+    if not isinstance(value, dict):
+        report.problem(path, f"must be a JSON object (got {_kind(value)})")
+        return None
+    if isinstance(value, _JsonObject):
+        for key in value.duplicate_keys:
+            report.problem(_child(path, key), "appears more than once (JSON keeps only the last)")
+    return value
+
+
+def _unknown_keys(obj: Mapping[str, object], path: str, known: tuple[str, ...], report: _Report) -> None:
+    for key in obj:
+        if key not in known:
+            report.problem(_child(path, key), f"unknown key (known: {', '.join(known)})")
+
+
+def _integer(value: object, path: str, report: _Report, *, low: int, high: int, expected: str) -> int | None:
+    """A JSON whole number within [low, high] (7200.0 counts as 7200), else a problem and None."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not value.is_integer())
+    ):
+        report.problem(path, f"must be {expected} (got {_kind(value)})")
+        return None
+    number = int(value)
+    if not low <= number <= high:
+        report.problem(path, f"must be {expected} (got {number})")
+        return None
+    return number
+
+
+def _text(value: object, path: str, report: _Report) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        report.problem(path, f"must be a non-empty string (got {_kind(value)})")
+        return None
+    return value
+
+
+# --- shapes -----------------------------------------------------------------------------------------
+
+
+def _manifest_content_key(root: Mapping[str, object]) -> str:
+    return "modulesContent" if "modulesContent" in root else "moduleContent"
+
+
+def _manifest_desired_properties(root: Mapping[str, object], report: _Report) -> Mapping[str, object] | None:
+    """``modulesContent.$edgeHub["properties.desired"]``; other modules are not the hub's business."""
+    key = _manifest_content_key(root)
+    if "modulesContent" in root and "moduleContent" in root:
+        report.problem("moduleContent", "give modulesContent only (moduleContent is its old name)")
+    for other in root:
+        if other not in ("modulesContent", "moduleContent", "identities") and not other.startswith("$"):
+            report.warn(_child("", other), "ignored: not part of a deployment manifest the hub reads")
+    content = _object(root[key], key, report)
+    if content is None:
+        return None
+    hub_path = _child(key, "$edgeHub")
+    if "$edgeHub" not in content:
+        report.problem(hub_path, "missing: the manifest has no $edgeHub module twin")
+        return None
+    hub = _object(content["$edgeHub"], hub_path, report)
+    if hub is None:
+        return None
+    desired_path = _child(hub_path, "properties.desired")
+    if "properties.desired" not in hub:
+        report.problem(desired_path, "missing: $edgeHub has no desired properties")
+        return None
+    return _object(hub["properties.desired"], desired_path, report)
+
+
+_Desired = tuple[str, list[RouteSpec], int, int | None]
+
+
+def _desired_properties(
+    desired: Mapping[str, object] | None, path: str, *, in_manifest: bool, report: _Report
+) -> _Desired:
+    """schemaVersion, routes and storeAndForwardConfiguration of the edgeHub twin."""
+    if desired is None:
+        return "1.1", [], DEFAULT_TIME_TO_LIVE_SECS, None
+    schema_version, minor = _schema_version(
+        desired.get("schemaVersion"), _child(path, "schemaVersion"), report
+    )
+    routes = _routes(desired.get("routes"), _child(path, "routes"), minor, report)
+    ttl, max_size = _store_and_forward(
+        desired.get("storeAndForwardConfiguration"), _child(path, "storeAndForwardConfiguration"), report
+    )
+    for key in desired:
+        location = _child(path, key)
+        if key in ("schemaVersion", "routes", "storeAndForwardConfiguration") or key.startswith("$"):
+            continue  # $version, $metadata: twin bookkeeping
+        if key == "identities" and not in_manifest:
+            continue
+        if key == "identities":
+            report.problem(location, "identities belong at the top level of the file, beside modulesContent")
+        elif key == "mqttBroker":
+            report.warn(
+                location, "ignored: edgeHub's MQTT broker policy is not supported (see genericTopics)"
+            )
+        elif key == "integrity":
+            report.problem(
+                location, "manifest signing (integrity) is not supported; remove it to run unsigned"
+            )
+        else:
+            report.problem(
+                location, "unknown key (known: schemaVersion, routes, storeAndForwardConfiguration)"
+            )
+    return schema_version, routes, ttl, max_size
+
+
+_SCHEMA_VERSION: Final = re.compile(r"1\.([0-9]+)(?:\.[0-9]+){0,2}")
+
+
+def _schema_version(value: object, path: str, report: _Report) -> tuple[str, int]:
+    """The version text and its minor number (1 when unknown, so routes still get checked)."""
+    if value is None:
+        report.problem(path, 'missing: edgeHub desired properties need a schemaVersion such as "1.1"')
+        return "1.1", 1
+    match = _SCHEMA_VERSION.fullmatch(value) if isinstance(value, str) else None
+    if (
+        not isinstance(value, str)
+        or match is None
+        or f"1.{int(match.group(1))}" not in SUPPORTED_SCHEMA_VERSIONS
+    ):
+        report.problem(
+            path,
+            f"unsupported schemaVersion {_shown(value)} (supported: {', '.join(SUPPORTED_SCHEMA_VERSIONS)})",
+        )
+        return "1.1", 1
+    return value, int(match.group(1))
+
+
+def _routes(value: object, path: str, minor: int, report: _Report) -> list[RouteSpec]:
+    if value is None:
+        return []
+    routes_obj = _object(value, path, report)
+    if routes_obj is None:
+        return []
+    routes: list[RouteSpec] = []
+    for name, entry in routes_obj.items():
+        location = _child(path, name)
+        if not name.strip():
+            report.problem(location, "a route needs a name")
+        elif isinstance(entry, str):
+            if entry.strip():
+                routes.append(RouteSpec(name=name, text=entry))
+            else:
+                report.problem(location, "the route text is empty")
+        elif isinstance(entry, dict) and minor >= 1:
+            if (route := _route_object(name, entry, location, report)) is not None:
+                routes.append(route)
+        elif isinstance(entry, dict):
+            report.problem(
+                location, "schema 1.0 routes are strings; use schemaVersion 1.1 for priority and ttl"
+            )
+        else:
+            shapes = "a route string" if minor == 0 else "a route string or {route, priority, timeToLiveSecs}"
+            report.problem(location, f"must be {shapes} (got {_kind(entry)})")
+    return routes
+
+
+_ROUTE_KEYS: Final = ("route", "priority", "timeToLiveSecs")
+
+
+def _route_object(name: str, entry: Mapping[str, object], path: str, report: _Report) -> RouteSpec | None:
+    """A schema 1.1 route: ``{"route": text, "priority": 0-9, "timeToLiveSecs": n}``."""
+    before = len(report.problems)
+    obj = _object(entry, path, report)
+    if obj is None:
+        return None
+    _unknown_keys(obj, path, _ROUTE_KEYS, report)
+    text = _text(obj.get("route"), _child(path, "route"), report)
+    priority: int | None = DEFAULT_PRIORITY
+    if "priority" in obj:
+        priority = _integer(
+            obj["priority"],
+            _child(path, "priority"),
+            report,
+            low=0,
+            high=9,
+            expected="a priority from 0 to 9",
+        )
+    ttl: int | None = 0
+    if "timeToLiveSecs" in obj:
+        ttl = _integer(
+            obj["timeToLiveSecs"],
+            _child(path, "timeToLiveSecs"),
+            report,
+            low=0,
+            high=_INT32_MAX,
+            expected="a number of seconds >= 0 (0 = the global timeToLiveSecs)",
+        )
+    if len(report.problems) > before or text is None or priority is None or ttl is None:
+        return None
+    return RouteSpec(name=name, text=text, priority=priority, time_to_live_secs=ttl)
+
+
+def _store_and_forward(value: object, path: str, report: _Report) -> tuple[int, int | None]:
+    """``timeToLiveSecs`` (default 7200) and ``storeLimits.maxSizeBytes`` (default: no limit)."""
+    if value is None:
+        return DEFAULT_TIME_TO_LIVE_SECS, None
+    obj = _object(value, path, report)
+    if obj is None:
+        return DEFAULT_TIME_TO_LIVE_SECS, None
+    _unknown_keys(obj, path, ("timeToLiveSecs", "storeLimits", "maxStorageSpaceBytes"), report)
+    ttl = _integer(
+        obj.get("timeToLiveSecs", DEFAULT_TIME_TO_LIVE_SECS),
+        _child(path, "timeToLiveSecs"),
+        report,
+        low=1,
+        high=_INT32_MAX,
+        expected="a positive number of seconds (edgeHub's negative 'forever' is refused; give a big one)",
+    )
+    max_size = None
+    if "storeLimits" in obj:
+        max_size = _store_limits(obj["storeLimits"], _child(path, "storeLimits"), report)
+    if "maxStorageSpaceBytes" in obj:
+        # edgeHub's earlier name for the same limit.
+        legacy_path = _child(path, "maxStorageSpaceBytes")
+        if "storeLimits" in obj:
+            report.problem(legacy_path, "give storeLimits.maxSizeBytes only (this is its older name)")
+        else:
+            max_size = _size_limit(obj["maxStorageSpaceBytes"], legacy_path, report)
+    return DEFAULT_TIME_TO_LIVE_SECS if ttl is None else ttl, max_size
+
+
+def _store_limits(value: object, path: str, report: _Report) -> int | None:
+    obj = _object(value, path, report)
+    if obj is None:
+        return None
+    _unknown_keys(obj, path, ("maxSizeBytes",), report)
+    if "maxSizeBytes" not in obj:
+        report.problem(_child(path, "maxSizeBytes"), "missing: storeLimits needs maxSizeBytes")
+        return None
+    return _size_limit(obj["maxSizeBytes"], _child(path, "maxSizeBytes"), report)
+
+
+def _size_limit(value: object, path: str, report: _Report) -> int | None:
+    return _integer(value, path, report, low=1, high=_INT64_MAX, expected="a positive number of bytes")
+
+
+# --- identities -------------------------------------------------------------------------------------
+
+_IDENTITY_KEYS: Final = ("deviceId", "moduleId", "primaryKey", "secondaryKey", "x509Thumbprint", "x509CaFile")
+_CREDENTIAL_KEYS: Final = ("primaryKey", "x509Thumbprint", "x509CaFile")
+_KEY_NAMES: Final = ("primaryKey", "secondaryKey")
+_THUMBPRINT: Final = re.compile(r"(?:[0-9a-f]{40}|[0-9a-f]{64})")
+
+
+def _identities(value: object, path: str, base_dir: Path | None, report: _Report) -> list[IdentitySpec]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        report.problem(path, f"must be a list of identities (got {_kind(value)})")
+        return []
+    identities: list[IdentitySpec] = []
+    first_seen: dict[Identity, int] = {}
+    for index, entry in enumerate(value):
+        location = f"{path}[{index}]"
+        spec = _identity(entry, location, base_dir, report)
+        if spec is None:
+            continue
+        if spec.identity in first_seen:
+            report.problem(location, f"duplicate of {path}[{first_seen[spec.identity]}] ({spec.identity})")
+            continue
+        first_seen[spec.identity] = index
+        identities.append(spec)
+    return identities
+
+
+def _identity(entry: object, path: str, base_dir: Path | None, report: _Report) -> IdentitySpec | None:
+    """One ``{"deviceId", ["moduleId"], credentials...}`` entry; None when it has a problem."""
+    before = len(report.problems)
+    obj = _object(entry, path, report)
+    if obj is None:
+        return None
+    _unknown_keys(obj, path, _IDENTITY_KEYS, report)
+    device_id = _id(obj.get("deviceId"), _child(path, "deviceId"), report)
+    module_id = _id(obj["moduleId"], _child(path, "moduleId"), report) if "moduleId" in obj else None
+    if module_id is not None and module_id.startswith("$"):
+        report.problem(_child(path, "moduleId"), "ids starting with $ are reserved for system modules")
+    keys = {name: _symmetric_key(obj[name], _child(path, name), report) for name in _KEY_NAMES if name in obj}
+    if "secondaryKey" in obj and "primaryKey" not in obj:
+        report.problem(_child(path, "secondaryKey"), "given without primaryKey")
+    thumbprint = ca_file = None
+    if "x509Thumbprint" in obj:
+        thumbprint = _thumbprint(obj["x509Thumbprint"], _child(path, "x509Thumbprint"), report)
+    if "x509CaFile" in obj:
+        ca_file = _ca_file(obj["x509CaFile"], _child(path, "x509CaFile"), base_dir, report)
+    if not any(name in obj for name in _CREDENTIAL_KEYS):
+        report.problem(
+            path, f"has no credential: give {', '.join(_CREDENTIAL_KEYS[:-1])} or {_CREDENTIAL_KEYS[-1]}"
+        )
+    if len(report.problems) > before or device_id is None:
+        return None
+    return IdentitySpec(
+        device_id=device_id,
+        module_id=module_id,
+        primary_key=keys.get("primaryKey"),
+        secondary_key=keys.get("secondaryKey"),
+        x509_thumbprint=thumbprint,
+        x509_ca_file=ca_file,
+    )
+
+
+def _id(value: object, path: str, report: _Report) -> str | None:
+    if value is None:
+        report.problem(path, "missing")
+        return None
+    if not isinstance(value, str):
+        report.problem(path, f"must be a string (got {_kind(value)})")
+        return None
+    if (problem := identity_id_problem(value)) is not None:
+        report.problem(path, f"{problem} (got {_shown(value)})")
+        return None
+    return value
+
+
+def _symmetric_key(value: object, path: str, report: _Report) -> str | None:
+    """A base64 key of 16-64 bytes, as IoT Hub requires; its value never appears in a problem."""
+    if not isinstance(value, str):
+        report.problem(path, f"must be a base64 string (got {_kind(value)})")
+        return None
+    try:
+        key = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        report.problem(path, "is not valid base64")
+        return None
+    low, high = _KEY_BYTES
+    if not low <= len(key) <= high:
+        report.problem(path, f"must decode to {low}-{high} bytes, as IoT Hub requires (got {len(key)})")
+        return None
+    return value
+
+
+def _thumbprint(value: object, path: str, report: _Report) -> str | None:
+    """SHA-1 or SHA-256 hex digest; ``:`` and spaces are dropped and case folded to lower."""
+    normalized = value.replace(":", "").replace(" ", "").lower() if isinstance(value, str) else ""
+    if not _THUMBPRINT.fullmatch(normalized):
+        report.problem(path, f"must be a SHA-1 (40) or SHA-256 (64) hex digest (got {_kind(value)})")
+        return None
+    return normalized
+
+
+def _ca_file(value: object, path: str, base_dir: Path | None, report: _Report) -> str | None:
+    """A PEM file; a relative path is relative to the config file's folder."""
+    text = _text(value, path, report)
+    if text is None:
+        return None
+    ca_path = Path(text)
+    if not ca_path.is_absolute() and base_dir is not None:
+        ca_path = base_dir / ca_path
+    if not ca_path.is_file():
+        report.problem(path, f"no such file: {ca_path}")
+        return None
+    return str(ca_path)
