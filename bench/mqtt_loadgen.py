@@ -1,0 +1,227 @@
+"""An MQTT 3.1.1 load generator: N publishers pipelining QoS 0/1 publishes, one subscriber.
+
+Its own minimal packet code (CONNECT, PUBLISH, PUBACK, SUBSCRIBE), independent of the
+hub's codec, so one load drives the hub and its peers (mosquitto, amqtt) the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+def _remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _string(text: str | bytes) -> bytes:
+    data = text.encode() if isinstance(text, str) else text
+    return struct.pack("!H", len(data)) + data
+
+
+def connect_packet(client_id: str, username: str | None, password: str | None, keepalive: int = 60) -> bytes:
+    flags = 0x02  # clean session
+    payload = _string(client_id)
+    if username is not None:
+        flags |= 0x80
+        payload += _string(username)
+    if password is not None:
+        flags |= 0x40
+        payload += _string(password)
+    variable = _string("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive)
+    body = variable + payload
+    return b"\x10" + _remaining_length(len(body)) + body
+
+
+def publish_packet(topic: str, payload: bytes, qos: int, packet_id: int) -> bytes:
+    variable = _string(topic) + (struct.pack("!H", packet_id) if qos else b"")
+    body_len = len(variable) + len(payload)
+    return bytes([0x30 | (qos << 1)]) + _remaining_length(body_len) + variable + payload
+
+
+def subscribe_packet(topic_filter: str, qos: int, packet_id: int = 1) -> bytes:
+    body = struct.pack("!H", packet_id) + _string(topic_filter) + bytes([qos])
+    return b"\x82" + _remaining_length(len(body)) + body
+
+
+class PacketReader:
+    """Splits a byte stream into (first byte, body) pairs."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        self.buffer += data
+        packets = []
+        buf = self.buffer
+        pos = 0
+        while True:
+            if len(buf) - pos < 2:
+                break
+            multiplier, length, i = 1, 0, pos + 1
+            while True:
+                if i >= len(buf):
+                    length = -1
+                    break
+                byte = buf[i]
+                length += (byte & 0x7F) * multiplier
+                multiplier *= 128
+                i += 1
+                if not byte & 0x80:
+                    break
+            if length < 0 or len(buf) - i < length:
+                break
+            packets.append((buf[pos], bytes(buf[i:i + length])))
+            pos = i + length
+        del buf[:pos]
+        return packets
+
+
+@dataclass
+class Credentials:
+    client_id: str
+    username: str | None = None
+    password: str | None = None
+    topic: str = "bench/telemetry"
+
+
+@dataclass
+class LoadResult:
+    published: int = 0
+    acked: int = 0
+    received: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+async def _open(host: str, port: int, creds: Credentials) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(connect_packet(creds.client_id, creds.username, creds.password))
+    header = await asyncio.wait_for(reader.readexactly(4), 10)
+    if header[0] != 0x20 or header[3] != 0:
+        raise ConnectionError(f"{creds.client_id}: CONNACK refused ({header.hex()})")
+    return reader, writer
+
+
+async def _publisher(host: str, port: int, creds: Credentials, count: int, qos: int, window: int,
+                     payload: bytes, result: LoadResult) -> None:
+    reader, writer = await _open(host, port, creds)
+    sent_at: deque[float] = deque()
+    parser = PacketReader()
+    in_flight = 0
+    done = asyncio.Event()
+    acked = 0
+    can_send = asyncio.Event()
+    can_send.set()
+
+    async def read_acks() -> None:
+        nonlocal in_flight, acked
+        while acked < count:
+            data = await reader.read(65536)
+            if not data:
+                raise ConnectionError(f"{creds.client_id}: connection closed after {acked} acks")
+            now = time.perf_counter()
+            for first, _ in parser.feed(data):
+                if first == 0x40:  # PUBACK, in order for one connection [MQTT-4.6.0-2]
+                    result.latencies.append(now - sent_at.popleft())
+                    acked += 1
+                    in_flight -= 1
+            if in_flight < window:
+                can_send.set()
+        done.set()
+
+    acks = asyncio.create_task(read_acks()) if qos else None
+    packet_id = 0
+    for _ in range(count):
+        if qos:
+            if in_flight >= window:
+                can_send.clear()
+                await can_send.wait()
+            packet_id = packet_id % 65535 + 1
+            sent_at.append(time.perf_counter())
+            in_flight += 1
+        writer.write(publish_packet(creds.topic, payload, qos, packet_id))
+        result.published += 1
+        if writer.transport.get_write_buffer_size() > 1 << 20:
+            await writer.drain()
+    if acks is not None:
+        await acks
+        result.acked += acked
+    else:
+        await writer.drain()
+    writer.close()
+
+
+async def _subscriber(host: str, port: int, creds: Credentials, topic_filter: str, expected: int,
+                      result: LoadResult, ready: asyncio.Event, first_publish: Callable[[], float]) -> None:
+    reader, writer = await _open(host, port, creds)
+    writer.write(subscribe_packet(topic_filter, 1))
+    parser = PacketReader()
+    subscribed = False
+    while result.received < expected:
+        data = await reader.read(262144)
+        if not data:
+            raise ConnectionError("subscriber: connection closed")
+        acks = bytearray()
+        for first, body in parser.feed(data):
+            kind = first >> 4
+            if kind == 9:
+                subscribed = True
+                ready.set()
+            elif kind == 3:
+                result.received += 1
+                qos = (first >> 1) & 3
+                if qos:
+                    topic_len = struct.unpack_from("!H", body)[0]
+                    acks += b"\x40\x02" + body[2 + topic_len:4 + topic_len]
+        if acks:
+            writer.write(bytes(acks))
+    result.seconds = time.perf_counter() - first_publish()
+    assert subscribed
+    writer.close()
+
+
+async def run_load(host: str, port: int, publishers: list[Credentials], subscriber: Credentials | None,
+                   topic_filter: str, per_publisher: int, qos: int, window: int = 100,
+                   payload_size: int = 256, timeout: float = 120.0) -> LoadResult:
+    """Publish ``per_publisher`` messages from each publisher; the subscriber (if any)
+    counts deliveries. ``seconds`` runs from the first publish to the last delivery
+    (or the last ack without a subscriber)."""
+    result = LoadResult()
+    payload = b"p" * payload_size
+    ready = asyncio.Event()
+    started = [0.0]
+    total = per_publisher * len(publishers)
+    sub_task = None
+    if subscriber is not None:
+        sub_task = asyncio.create_task(
+            _subscriber(host, port, subscriber, topic_filter, total, result, ready, lambda: started[0]))
+        await asyncio.wait_for(ready.wait(), 10)
+    started[0] = time.perf_counter()
+    pubs = [_publisher(host, port, c, per_publisher, qos, window, payload, result) for c in publishers]
+    await asyncio.wait_for(asyncio.gather(*pubs), timeout)
+    if sub_task is not None:
+        try:
+            await asyncio.wait_for(sub_task, timeout)
+        except TimeoutError:
+            result.errors.append(f"subscriber got {result.received} of {total} within {timeout}s")
+            result.seconds = time.perf_counter() - started[0]
+    else:
+        result.seconds = time.perf_counter() - started[0]
+    return result

@@ -1,0 +1,790 @@
+"""The MQTT protocol state machine of ONE client connection: bytes in, bytes and events out.
+
+Sans-I/O: never touches a socket, a task or a clock (time comes in as ``now``); it decides
+what the protocol requires, the server decides when to ingest and deliver.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import sys
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from edgehub.errors import AuthError
+from edgehub.heads.mqtt.codec import (
+    Decoder,
+    MqttError,
+    UnsupportedProtocolVersionError,
+    encode,
+    encode_pubacks,
+    encode_publish,
+)
+from edgehub.heads.mqtt.packets import (
+    MQTT_5,
+    MQTT_311,
+    NO_PROPERTIES,
+    SUBACK_FAILURE_311,
+    ConnAck,
+    Connect,
+    ConnectReturnCode,
+    Disconnect,
+    Packet,
+    PingReq,
+    PingResp,
+    Properties,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    ReasonCode,
+    SubAck,
+    Subscribe,
+    UnsubAck,
+    Unsubscribe,
+)
+from edgehub.heads.mqtt.sessions import SessionState, SessionTable
+from edgehub.heads.mqtt.topics import DeliveryFilter, TelemetryParser, delivery_filter, is_valid_filter
+from edgehub.message import Identity, Message, SystemProperty
+
+log = logging.getLogger(__name__)
+
+
+# --- what the session needs injected -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRequest:
+    """The credentials of a CONNECT, for the authenticator.
+
+    ``peer_certificates`` is the client's TLS certificate chain in DER, leaf first
+    (only the leaf on Python < 3.13); empty without TLS client auth.
+    """
+
+    client_id: str
+    username: str | None
+    password: bytes | None
+    peer_certificates: tuple[bytes, ...] = ()
+    protocol_level: int = MQTT_311
+
+
+class Authenticator(Protocol):
+    def __call__(self, request: ConnectRequest) -> Identity:
+        """The identity the credentials prove; raises edgehub.errors.AuthError otherwise."""
+        ...
+
+
+class Authorizer(Protocol):
+    def may_publish(self, identity: Identity, topic: str) -> bool: ...
+
+    def may_subscribe(self, identity: Identity, topic_filter: str) -> bool: ...
+
+
+class OwnTopicsAuthorizer:
+    """The default policy: the topic scheme alone decides (own telemetry, own inputs/devicebound)."""
+
+    def may_publish(self, identity: Identity, topic: str) -> bool:
+        return True
+
+    def may_subscribe(self, identity: Identity, topic_filter: str) -> bool:
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """Limits of one connection. ``max_message_size`` is maxMessageSizeBytes: a PUBLISH whose
+    payload is larger is refused; the packet limit adds ``packet_overhead`` for topic and properties."""
+
+    max_message_size: int = 262_144
+    packet_overhead: int = 8192
+    receive_maximum: int = 1024
+    outbound_window: int = 256
+    topic_alias_maximum: int = 64
+    connect_timeout: float = 10.0
+    max_session_expiry: int = 7 * 24 * 3600
+    persistent_session_expiry: int = 24 * 3600
+    """Expiry of an MQTT 3.1.1 session with Clean Session 0 (3.1.1 sets none; the hub must bound it)."""
+    require_client_id_match: bool = True
+    """Client id must be the identity's ``{d}`` or ``{d}/{m}``, as in IoT Hub."""
+
+    @property
+    def max_packet_size(self) -> int:
+        return self.max_message_size + self.packet_overhead
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """CONNECT accepted and CONNACK queued. ``displaced`` is the MqttSession that held the
+    client id before [MQTT-3.1.4-3]: the server must call its ``take_over`` and close it."""
+
+    identity: Identity
+    client_id: str
+    session_present: bool
+    protocol_level: int
+    displaced: MqttSession | None
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryReceived:
+    """Every telemetry message one read delivered, in order. Ingest them, then call
+    ``ack(token)`` (or ``refuse(token)`` on StoreFullError): the acks wait for that."""
+
+    messages: Sequence[Message]
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class WillReady:
+    """The connection ended without DISCONNECT: ingest the will message (MQTT 5 §3.1.2.5)."""
+
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class PublishAcked:
+    """The client acknowledged the outbound PUBLISH ``packet_id`` (``reason_code`` >= 0x80: refused)."""
+
+    packet_id: int
+    reason_code: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryChanged:
+    """Whether the client now has a subscription to its inputs / devicebound topics (attach / detach)."""
+
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The session is over: send ``data_to_send()`` (a final DISCONNECT or CONNACK), then close."""
+
+    reason: str
+    reason_code: int = 0
+
+
+Event = Connected | TelemetryReceived | WillReady | PublishAcked | DeliveryChanged | Closed
+
+
+class Phase(enum.Enum):
+    AWAITING_CONNECT = "awaiting-connect"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+# --- acknowledgements in receive order ---------------------------------------------------------
+
+_PENDING_PUBACK: Final = -1
+_PENDING_PUBREC: Final = -2
+_FIXED_PUBREC: Final = 0x100
+"""Entry kinds: an ack waiting for the ingest outcome, or a fixed reason decided on receipt:
+``reason`` for a PUBACK, ``_FIXED_PUBREC | reason`` for a PUBREC (refused publishes, MQTT 5)."""
+
+
+class _AckBatch:
+    """The PUBACKs / PUBRECs owed for one read, sent only after its ingest resolved.
+
+    ``kinds`` stays None while every entry is a QoS 1 PUBACK waiting for the outcome
+    (the hot path: one struct call encodes them all).
+    """
+
+    __slots__ = ("ids", "kinds", "outcome")
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.kinds: list[int] | None = None
+        self.outcome = -1
+
+    def add(self, packet_id: int, kind: int) -> None:
+        if self.kinds is None and kind != _PENDING_PUBACK:
+            self.kinds = [_PENDING_PUBACK] * len(self.ids)
+        self.ids.append(packet_id)
+        if self.kinds is not None:
+            self.kinds.append(kind)
+
+    def encode(self, version: int) -> bytes:
+        reason = self.outcome
+        if self.kinds is None:
+            if reason == 0:
+                return encode_pubacks(self.ids)
+            return b"".join(encode(PubAck(packet_id, reason), version) for packet_id in self.ids)
+        parts = []
+        for packet_id, kind in zip(self.ids, self.kinds, strict=True):
+            if kind == _PENDING_PUBACK:
+                parts.append(encode(PubAck(packet_id, reason), version))
+            elif kind == _PENDING_PUBREC:
+                parts.append(encode(PubRec(packet_id, reason), version))
+            elif kind >= _FIXED_PUBREC:
+                parts.append(encode(PubRec(packet_id, kind - _FIXED_PUBREC), version))
+            else:
+                parts.append(encode(PubAck(packet_id, kind), version))
+        return b"".join(parts)
+
+
+# --- the session -------------------------------------------------------------------------------
+
+_HANDLERS: Final[dict[Phase, dict[type, str]]] = {
+    Phase.AWAITING_CONNECT: {Connect: "_on_connect"},
+    Phase.CONNECTED: {
+        PubAck: "_on_puback",
+        PubRel: "_on_pubrel",
+        Subscribe: "_on_subscribe",
+        Unsubscribe: "_on_unsubscribe",
+        PingReq: "_on_pingreq",
+        Disconnect: "_on_disconnect",
+    },
+    Phase.CLOSED: {},
+}
+"""Which packets each phase accepts; anything else is a protocol error ([MQTT-3.1.0-1]: CONNECT
+first; [MQTT-3.1.0-2]: never twice; server-to-client packets never come from a client).
+PUBLISH when connected takes the batching fast path in ``_handle``."""
+
+
+class MqttSession:
+    """One client connection's MQTT state machine.
+
+    Feed ``receive_data(bytes, now)``; send ``data_to_send()``; act on the events.
+    ``tick(now)`` enforces the CONNECT timeout and keep alive. Outbound QoS 1 via
+    ``publish`` inside ``publish_window``; inbound acks via ``ack`` / ``refuse``.
+    """
+
+    def __init__(
+        self, authenticator: Authenticator, table: SessionTable, now: float, *,
+        authorizer: Authorizer | None = None, config: SessionConfig | None = None,
+        peer_certificates: tuple[bytes, ...] = (),
+    ) -> None:
+        self.config = config or SessionConfig()
+        self._authenticate = authenticator
+        self._authorizer: Authorizer = authorizer or OwnTopicsAuthorizer()
+        self._table = table
+        self._peer_certificates = peer_certificates
+        self._decoder = Decoder(self.config.max_packet_size)
+        self.phase = Phase.AWAITING_CONNECT
+        self.version = MQTT_311
+        self.identity: Identity | None = None
+        self.state: SessionState | None = None
+        self._created = now
+        self._now = now
+        self._last_received = now
+        self._keep_alive = 0
+        self._will: Message | None = None
+        self._out: list[bytes] = []
+        self._events: list[Event] = []
+        self._parser: TelemetryParser | None = None
+        self._properties_of: Callable[[str], tuple[Mapping[str, str], Mapping[str, str]] | None] = _no_topics
+        self._max_message_size = self.config.max_message_size
+        self._receive_limit = sys.maxsize  # MQTT 3.1.1 has no Receive Maximum; reading pauses instead
+        # inbound QoS 1/2 flow: acks owed, in receive order [MQTT-4.6.0-2]
+        self._acks: deque[_AckBatch] = deque()
+        self._batches: dict[int, _AckBatch] = {}
+        self._next_token = 1
+        self._inbound_unacked = 0
+        self._awaiting_pubrel: set[int] = set()
+        self._aliases: dict[int, str] = {}
+        self._refused_topics: set[str] = set()
+        # outbound QoS 1 flow
+        self._inflight: set[int] = set()
+        self._next_packet_id = 1
+        self._client_receive_maximum = 65535
+        self._client_max_packet: int | None = None
+        self._delivery: list[DeliveryFilter] = []
+
+    # --- public API ----------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> list[Event]:
+        """Handle bytes from the client; return the events they caused (at most one TelemetryReceived)."""
+        if self.phase is Phase.CLOSED:
+            return []
+        self._now = self._last_received = now
+        try:
+            packets = self._decoder.feed(data)
+        except UnsupportedProtocolVersionError as exc:
+            if self.phase is Phase.CONNECTED:
+                self._fail(ReasonCode.PROTOCOL_ERROR, "second CONNECT")  # [MQTT-3.1.0-2]
+                return self._take_events()
+            # [MQTT-3.1.2-2]: CONNACK 0x01 (the 3.1.1 form every client can read), then close.
+            self._out.append(encode(ConnAck(False, ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION)))
+            self._finish(str(exc), exc.reason_code, publish_will=False)
+            return self._take_events()
+        except MqttError as exc:
+            self._fail(exc.reason_code, exc.detail)
+            return self._take_events()
+        if packets:
+            self._handle(packets, now)
+        return self._take_events()
+
+    def data_to_send(self) -> bytes:
+        """Bytes queued for the client since the last call."""
+        out = self._out
+        if not out:
+            return b""
+        self._out = []
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def tick(self, now: float) -> list[Event]:
+        """Enforce the CONNECT timeout and keep alive at time ``now``."""
+        self._now = now
+        if self.phase is Phase.AWAITING_CONNECT and now - self._created >= self.config.connect_timeout:
+            self._finish("no CONNECT in time", ReasonCode.UNSPECIFIED_ERROR, publish_will=False)
+        elif (
+            self.phase is Phase.CONNECTED and self._keep_alive
+            and now - self._last_received > 1.5 * self._keep_alive
+        ):
+            # [MQTT-3.1.2-24] (3.1.1), [MQTT-3.1.2-22] (5): nothing for 1.5 x Keep Alive -> disconnect.
+            self._fail(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout")
+        return self._take_events()
+
+    def ack(self, token: int) -> None:
+        """The messages of ``token`` are durable: release their PUBACKs / PUBRECs, in receive order."""
+        self._resolve(token, ReasonCode.SUCCESS)
+
+    def refuse(self, token: int, reason_code: int = ReasonCode.QUOTA_EXCEEDED) -> list[Event]:
+        """The messages of ``token`` were not stored (store full): MQTT 5 acks them with
+        ``reason_code``; MQTT 3.1.1 has no negative PUBACK, so the connection closes unacked
+        (DESIGN §1 invariant 6)."""
+        if token not in self._batches:
+            return []
+        if self.version == MQTT_5:
+            self._resolve(token, reason_code)
+            return []
+        self._finish("store full: closing without PUBACK (MQTT 3.1.1)", reason_code, publish_will=True)
+        return self._take_events()
+
+    def connection_lost(self, now: float) -> list[Event]:
+        """The transport closed. Without a DISCONNECT first, the will is due."""
+        self._now = now
+        if self.phase is not Phase.CLOSED:
+            self._finish("connection lost", ReasonCode.UNSPECIFIED_ERROR, publish_will=True)
+        return self._take_events()
+
+    def take_over(self) -> list[Event]:
+        """Another connection took this client id (MQTT 5 §3.1.4): say so and close."""
+        if self.phase is not Phase.CONNECTED:
+            return []
+        return self.close(ReasonCode.SESSION_TAKEN_OVER, "session taken over")
+
+    def shut_down(self) -> list[Event]:
+        """The server is stopping: v5 DISCONNECT 0x8B, then close."""
+        return self.close(ReasonCode.SERVER_SHUTTING_DOWN, "server shutting down")
+
+    def close(self, reason_code: int, detail: str) -> list[Event]:
+        """Close for a server-side reason: MQTT 5 clients get DISCONNECT ``reason_code`` first;
+        acks still owed are never sent."""
+        if self.phase is Phase.CLOSED:
+            return []
+        self._fail(reason_code, detail)
+        return self._take_events()
+
+    @property
+    def publish_window(self) -> int:
+        """How many more QoS 1 PUBLISHes may be in flight to the client now (its Receive Maximum)."""
+        if self.phase is not Phase.CONNECTED:
+            return 0
+        return min(self._client_receive_maximum, self.config.outbound_window) - len(self._inflight)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    @property
+    def unacked_inbound(self) -> int:
+        """QoS 1/2 publishes received whose ack still waits for ingest."""
+        return self._inbound_unacked
+
+    def accepts(self, topic: str) -> bool:
+        """Whether a granted subscription of this client matches ``topic`` [MQTT-3.3.4]."""
+        return any(f.matches(topic) for f in self._delivery)
+
+    def publish(self, topic: str, payload: bytes, properties: Properties = NO_PROPERTIES) -> int:
+        """Queue a QoS 1 PUBLISH; return its packet id, or 0 when it exceeds the client's
+        Maximum Packet Size and is discarded as if sent [MQTT-3.1.2-25]. Needs ``publish_window`` > 0."""
+        if self.publish_window <= 0:
+            raise RuntimeError("publish outside the in-flight window")
+        packet_id = self._allocate_packet_id()
+        wire = encode_publish(topic, payload, 1, packet_id, properties=properties, version=self.version)
+        if self._client_max_packet is not None and len(wire) > self._client_max_packet:
+            return 0
+        self._inflight.add(packet_id)
+        self._out.append(wire)
+        return packet_id
+
+    # --- dispatch ------------------------------------------------------------------------------
+
+    def _take_events(self) -> list[Event]:
+        events = self._events
+        self._events = []
+        return events
+
+    def _handle(self, packets: list[Packet], now: float) -> None:
+        batch = _AckBatch()
+        messages: list[Message] = []
+        connected = Phase.CONNECTED
+        for packet in packets:
+            if type(packet) is Publish and self.phase is connected:
+                self._on_publish(packet, messages, batch)
+                continue
+            if self.phase is Phase.CLOSED:
+                break
+            handler = _HANDLERS[self.phase].get(type(packet))
+            if handler is None:
+                unexpected = type(packet).__name__
+                self._fail(ReasonCode.PROTOCOL_ERROR, f"unexpected {unexpected} ({self.phase.value})")
+                break
+            getattr(self, handler)(packet, now)
+        if self.phase is not connected or not (batch.ids or messages):
+            return
+        token = self._next_token
+        self._next_token += 1
+        self._acks.append(batch)
+        self._batches[token] = batch
+        if messages:
+            self._events.append(TelemetryReceived(messages, token))
+        else:
+            self._resolve(token, ReasonCode.SUCCESS)  # only refusals or resends: nothing to wait for
+
+    # --- CONNECT -------------------------------------------------------------------------------
+
+    def _on_connect(self, packet: Connect, now: float) -> None:
+        v5 = packet.protocol_level == MQTT_5
+        self.version = MQTT_5 if v5 else MQTT_311
+        refusal = self._connect_refusal(packet)
+        if refusal is None:
+            try:
+                identity = self._authenticate(ConnectRequest(
+                    packet.client_id, packet.username, packet.password, self._peer_certificates,
+                    packet.protocol_level,
+                ))
+            except AuthError as exc:
+                log.info("MQTT CONNECT of %s refused: %s", packet.client_id, exc)
+                credentials = packet.password is not None
+                refusal = (ReasonCode.BAD_USER_NAME_OR_PASSWORD if credentials else ReasonCode.NOT_AUTHORIZED,
+                           ConnectReturnCode.NOT_AUTHORIZED)
+            else:
+                if self.config.require_client_id_match and packet.client_id != identity.id:
+                    refusal = (ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, ConnectReturnCode.IDENTIFIER_REJECTED)
+                else:
+                    refusal = self._open(packet, identity, now)
+        if refusal is not None:
+            # [MQTT-3.2.2-6] (3.1.1) / [MQTT-3.2.2-7] (5): a refusing CONNACK, then close.
+            reason_v5, code_311 = refusal
+            self._out.append(encode(ConnAck(False, reason_v5 if v5 else code_311), self.version))
+            self._finish("CONNECT refused", reason_v5, publish_will=False)
+
+    def _connect_refusal(self, packet: Connect) -> tuple[int, int] | None:
+        if not packet.client_id:
+            # [MQTT-3.1.3-8]: a zero-byte client id needs Clean Session 1; IoT Hub needs an id anyway.
+            return ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, ConnectReturnCode.IDENTIFIER_REJECTED
+        if packet.properties.authentication_method is not None:
+            # MQTT 5 §4.12: enhanced authentication is not offered.
+            return ReasonCode.BAD_AUTHENTICATION_METHOD, ConnectReturnCode.NOT_AUTHORIZED
+        return None
+
+    def _session_expiry(self, packet: Connect) -> int:
+        if packet.protocol_level != MQTT_5:
+            return 0 if packet.clean_start else self.config.persistent_session_expiry
+        requested = packet.properties.session_expiry_interval or 0
+        return min(requested, self.config.max_session_expiry)
+
+    def _open(self, packet: Connect, identity: Identity, now: float) -> tuple[int, int] | None:
+        expiry = self._session_expiry(packet)
+        opened = self._table.open(
+            packet.client_id, identity, clean_start=packet.clean_start, expiry_interval=expiry,
+            owner=self, now=now,
+        )
+        if opened is None:
+            log.warning("MQTT CONNECT of %s refused: MaxConnectedClients reached", packet.client_id)
+            return ReasonCode.QUOTA_EXCEEDED, ConnectReturnCode.SERVER_UNAVAILABLE
+        self.identity = identity
+        self.state = opened.state
+        authorizer = self._authorizer
+        self._parser = TelemetryParser(identity, lambda topic: authorizer.may_publish(identity, topic))
+        self._properties_of = self._parser.properties_of
+        if self.version == MQTT_5:
+            self._receive_limit = self.config.receive_maximum
+        self._keep_alive = packet.keep_alive
+        props = packet.properties
+        if props.receive_maximum is not None:
+            self._client_receive_maximum = props.receive_maximum
+        self._client_max_packet = props.maximum_packet_size
+        if packet.will is not None:
+            self._will = self._will_message(packet)
+        self.phase = Phase.CONNECTED
+        self._out.append(encode(ConnAck(opened.present, 0, self._connack_properties(packet, expiry)),
+                                self.version))
+        displaced = opened.displaced if isinstance(opened.displaced, MqttSession) else None
+        self._events.append(Connected(identity, packet.client_id, opened.present, self.version, displaced))
+        self._delivery = [
+            f for f in (delivery_filter(identity, t) for t in opened.state.subscriptions) if f is not None
+        ]
+        if self._delivery:
+            self._events.append(DeliveryChanged(True))
+        return None
+
+    def _connack_properties(self, packet: Connect, expiry: int) -> Properties:
+        if packet.protocol_level != MQTT_5:
+            return NO_PROPERTIES
+        requested = packet.properties.session_expiry_interval or 0
+        config = self.config
+        return Properties(
+            session_expiry_interval=expiry if expiry != requested else None,
+            receive_maximum=config.receive_maximum,
+            topic_alias_maximum=config.topic_alias_maximum or None,
+            retain_available=0,
+            maximum_packet_size=config.max_packet_size,
+            subscription_identifier_available=0,
+            shared_subscription_available=0,
+        )
+
+    def _will_message(self, packet: Connect) -> Message | None:
+        will = packet.will
+        if will is None or self._parser is None:
+            return None
+        entry = self._parser.properties_of(will.topic)
+        if entry is None:
+            log.info("MQTT will of %s on %r ignored: not a telemetry topic of the client",
+                     packet.client_id, will.topic)
+            return None
+        return _with_v5_properties(Message(will.payload, entry[0], entry[1]), will.properties)
+
+    # --- inbound PUBLISH -----------------------------------------------------------------------
+
+    def _on_publish(self, packet: Publish, messages: list[Message], batch: _AckBatch) -> None:
+        """The hot path: one telemetry PUBLISH into this read's batch."""
+        topic = packet.topic
+        props = packet.properties
+        payload = packet.payload
+        if props is not NO_PROPERTIES or not topic or packet.retain:
+            resolved = self._publish_topic(packet)
+            if resolved is None:
+                return
+            topic = resolved
+        if len(payload) > self._max_message_size:
+            self._fail(ReasonCode.PACKET_TOO_LARGE, "message above maxMessageSizeBytes")
+            return
+        qos = packet.qos
+        if qos:
+            self._inbound_unacked += 1
+            if self._inbound_unacked > self._receive_limit:
+                self._fail(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded")  # [MQTT-3.3.4-9]
+                return
+        entry = self._properties_of(topic)  # parse + identity check + authorizer, cached per topic
+        if entry is None:
+            self._refuse_publish(packet, topic, batch)
+            return
+        if qos == 1:
+            if batch.kinds is None:
+                batch.ids.append(packet.packet_id)
+            else:
+                batch.add(packet.packet_id, _PENDING_PUBACK)
+        elif qos == 2:
+            batch.add(packet.packet_id, _PENDING_PUBREC)
+            if packet.packet_id in self._awaiting_pubrel:
+                return  # a resend before PUBREL: acknowledge, do not store twice (MQTT 5 §4.3.3)
+            self._awaiting_pubrel.add(packet.packet_id)
+        message = Message(payload, entry[0], entry[1])
+        messages.append(message if props is NO_PROPERTIES else _with_v5_properties(message, props))
+
+    def _publish_topic(self, packet: Publish) -> str | None:
+        """The topic of a PUBLISH off the fast path: MQTT 5 topic alias, empty topic, retain."""
+        v5 = self.version == MQTT_5
+        if packet.retain and v5:
+            self._fail(ReasonCode.RETAIN_NOT_SUPPORTED, "retain not available")  # MQTT 5 §3.2.2.3.5
+            return None
+        if v5:
+            return self._resolve_alias(packet.topic, packet.properties)
+        if not packet.topic:
+            self._fail(ReasonCode.TOPIC_NAME_INVALID, "empty topic name")  # [MQTT-4.7.3-1]
+            return None
+        return packet.topic
+
+    def _resolve_alias(self, topic: str, props: Properties) -> str | None:
+        """The topic of a v5 PUBLISH after Topic Alias handling (MQTT 5 §3.3.2.3.4)."""
+        alias = props.topic_alias
+        if alias is None:
+            if not topic:
+                self._fail(ReasonCode.PROTOCOL_ERROR, "empty topic without topic alias")
+                return None
+            return topic
+        if alias > self.config.topic_alias_maximum:
+            self._fail(ReasonCode.TOPIC_ALIAS_INVALID, "topic alias above maximum")  # [MQTT-3.3.2-9]
+            return None
+        if topic:
+            self._aliases[alias] = topic
+            return topic
+        known = self._aliases.get(alias)
+        if known is None:
+            self._fail(ReasonCode.PROTOCOL_ERROR, "unknown topic alias")
+        return known
+
+    def _refuse_publish(self, packet: Publish, topic: str, batch: _AckBatch) -> None:
+        """A publish as another identity or outside the telemetry scheme (DESIGN §4)."""
+        if topic not in self._refused_topics and len(self._refused_topics) < 16:
+            self._refused_topics.add(topic)  # one line per topic, not per message
+            log.info("MQTT publish of %s to %r refused: not its own telemetry topic", self.identity, topic)
+        if self.version != MQTT_5:
+            # MQTT 3.1.1 has no negative PUBACK: closing is the only refusal the client notices.
+            self._fail(ReasonCode.NOT_AUTHORIZED, "publish to a topic the client may not use")
+        elif packet.qos:
+            # A refused QoS 2 PUBLISH gets a PUBREC >= 0x80 and ends there (MQTT 5 §4.3.3).
+            batch.add(packet.packet_id, ReasonCode.NOT_AUTHORIZED | (_FIXED_PUBREC if packet.qos == 2 else 0))
+
+    # --- acks and flow control -----------------------------------------------------------------
+
+    def _resolve(self, token: int, reason: int) -> None:
+        batch = self._batches.pop(token, None)
+        if batch is None:
+            return
+        batch.outcome = reason
+        if reason >= 0x80 and batch.kinds is not None:
+            for packet_id, kind in zip(batch.ids, batch.kinds, strict=True):
+                if kind == _PENDING_PUBREC:
+                    self._awaiting_pubrel.discard(packet_id)
+        acks = self._acks
+        if self.phase is not Phase.CONNECTED:
+            return
+        while acks and acks[0].outcome >= 0:
+            done = acks.popleft()
+            self._inbound_unacked -= len(done.ids)
+            self._out.append(done.encode(self.version))
+
+    def _on_puback(self, packet: PubAck, now: float) -> None:
+        if packet.packet_id in self._inflight:
+            self._inflight.discard(packet.packet_id)
+            self._events.append(PublishAcked(packet.packet_id, packet.reason_code))
+
+    def _on_pubrel(self, packet: PubRel, now: float) -> None:
+        if packet.packet_id in self._awaiting_pubrel:
+            self._awaiting_pubrel.discard(packet.packet_id)
+            self._out.append(encode(PubComp(packet.packet_id), self.version))
+        else:
+            # MQTT 5 §3.7.2.1: 0x92 Packet Identifier not found; 3.1.1 just completes the flow.
+            self._out.append(encode(PubComp(packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND),
+                                    self.version))
+
+    def _allocate_packet_id(self) -> int:
+        packet_id = self._next_packet_id
+        while packet_id in self._inflight:
+            packet_id = packet_id % 65535 + 1
+        self._next_packet_id = packet_id % 65535 + 1
+        return packet_id
+
+    # --- SUBSCRIBE / UNSUBSCRIBE ---------------------------------------------------------------
+
+    def _on_subscribe(self, packet: Subscribe, now: float) -> None:
+        if packet.properties.subscription_identifiers:
+            self._fail(ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED, "subscription identifiers")
+            return
+        assert self.state is not None
+        assert self.identity is not None
+        had_delivery = bool(self._delivery)
+        codes = [self._grant(sub.topic_filter, sub.qos) for sub in packet.subscriptions]
+        self._out.append(encode(SubAck(packet.packet_id, tuple(codes)), self.version))
+        self._delivery = [
+            f for f in (delivery_filter(self.identity, t) for t in self.state.subscriptions) if f is not None
+        ]
+        if self._delivery and not had_delivery:
+            self._events.append(DeliveryChanged(True))
+
+    def _grant(self, topic_filter: str, qos: int) -> int:
+        """The SUBACK code for one filter: granted QoS (at most 1) or a refusal (MQTT 5 §3.9.3)."""
+        v5 = self.version == MQTT_5
+        assert self.state is not None
+        assert self.identity is not None
+        if not is_valid_filter(topic_filter):
+            return ReasonCode.TOPIC_FILTER_INVALID if v5 else SUBACK_FAILURE_311
+        if topic_filter.startswith("$share/"):
+            return ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED if v5 else SUBACK_FAILURE_311
+        if delivery_filter(self.identity, topic_filter) is None or not self._authorizer.may_subscribe(
+            self.identity, topic_filter
+        ):
+            log.info("MQTT subscription of %s to %r refused", self.identity, topic_filter)
+            return ReasonCode.NOT_AUTHORIZED if v5 else SUBACK_FAILURE_311
+        granted = min(qos, 1)  # deliveries go out at QoS 1 at most
+        self.state.subscriptions[topic_filter] = granted
+        return granted
+
+    def _on_unsubscribe(self, packet: Unsubscribe, now: float) -> None:
+        assert self.state is not None
+        codes = []
+        for topic_filter in packet.topic_filters:
+            existed = self.state.subscriptions.pop(topic_filter, None) is not None
+            codes.append(ReasonCode.SUCCESS if existed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
+        self._out.append(encode(UnsubAck(packet.packet_id, tuple(codes)), self.version))
+        had_delivery = bool(self._delivery)
+        self._delivery = [f for f in self._delivery if f.topic_filter in self.state.subscriptions]
+        if had_delivery and not self._delivery:
+            self._events.append(DeliveryChanged(False))
+
+    # --- the rest ------------------------------------------------------------------------------
+
+    def _on_pingreq(self, packet: PingReq, now: float) -> None:
+        self._out.append(encode(PingResp()))
+
+    def _on_disconnect(self, packet: Disconnect, now: float) -> None:
+        expiry = packet.properties.session_expiry_interval
+        if expiry is not None and self.state is not None:
+            if self.state.expiry_interval == 0 and expiry != 0:
+                # [MQTT-3.14.2-2]: cannot turn a session without expiry into a persistent one.
+                self._fail(ReasonCode.PROTOCOL_ERROR, "session expiry set on DISCONNECT")
+                return
+            self.state.expiry_interval = min(expiry, self.config.max_session_expiry)
+        # [MQTT-3.14.4-3]: only 0x00 Normal disconnection discards the will; 0x04 and the
+        # error reasons keep it due (MQTT 5 §3.1.2.5). MQTT 3.1.1 DISCONNECT is always 0x00.
+        self._finish("client disconnected", packet.reason_code, publish_will=packet.reason_code != 0)
+
+    def _fail(self, reason_code: int, detail: str) -> None:
+        """Close for a protocol reason: MQTT 5 sends DISCONNECT with the reason first (MQTT 5 §4.13)."""
+        if self.phase is Phase.CLOSED:
+            return
+        log.info("MQTT connection of %s closed: %s (0x%02X)", self.identity, detail, reason_code)
+        if self.phase is Phase.CONNECTED and self.version == MQTT_5:
+            self._out.append(encode(Disconnect(reason_code), MQTT_5))
+        self._finish(detail, reason_code, publish_will=True)
+
+    def _finish(self, reason: str, reason_code: int, *, publish_will: bool) -> None:
+        if self.phase is Phase.CLOSED:
+            return
+        was_connected = self.phase is Phase.CONNECTED
+        self.phase = Phase.CLOSED
+        if was_connected:
+            if publish_will and self._will is not None:
+                self._events.append(WillReady(self._will))
+            if self._delivery:
+                self._events.append(DeliveryChanged(False))
+            if self.state is not None:
+                self._table.release(self.state, self, self._now)
+        self._will = None
+        self._batches.clear()
+        self._acks.clear()
+        self._events.append(Closed(reason, reason_code))
+
+
+def _no_topics(topic: str) -> None:
+    return None
+
+
+def _with_v5_properties(message: Message, props: Properties) -> Message:
+    """MQTT 5 PUBLISH properties onto the message: user properties become application
+    properties, Content Type and Correlation Data the matching system properties."""
+    if props is NO_PROPERTIES:
+        return message
+    app: Mapping[str, str] = message.properties
+    system: Mapping[str, str] = message.system_properties
+    if props.user_properties:
+        app = {**app, **dict(props.user_properties)}
+    extra: dict[str, str] = {}
+    if props.content_type is not None:
+        extra[SystemProperty.CONTENT_TYPE] = props.content_type
+    if props.correlation_data is not None:
+        extra[SystemProperty.CORRELATION_ID] = props.correlation_data.decode("utf-8", "replace")
+    if extra:
+        system = {**extra, **system}  # the property bag wins over the MQTT 5 property
+    return Message(message.body, app, system)
+
