@@ -1,0 +1,135 @@
+"""Decides where a message goes: every route whose source and condition match, one match per endpoint.
+
+Owns route selection (edgeHub Routing.Core Evaluator); it must not store or send messages,
+and it keeps no per-message state beyond the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from edgehub.message import Message, SystemProperty
+from edgehub.routing.condition import Evaluator
+from edgehub.routing.route import Route, compile_routes
+from edgehub.routing.values import MessageView
+
+__all__ = ["RouteMatch", "Router", "compile_routes"]
+
+MAX_CACHED_SOURCES: Final = 1024
+"""Plans cached per (connectionModuleId, outputName); output names come from clients, so bounded."""
+
+_RouteKey = tuple[int, int]
+"""(priority, position of the route): lower wins; on equal priority the earlier route."""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    """A message must go to ``endpoint`` (``$upstream`` or ``/modules/{m}/inputs/{i}``)."""
+
+    endpoint: str
+    priority: int
+    time_to_live_secs: int
+
+
+@dataclass(frozen=True, slots=True)
+class _SourcePlan:
+    """The routes that can match messages of one source, prepared once."""
+
+    fixed: tuple[RouteMatch, ...]
+    """Matches of routes without condition: the answer when no conditional route matches."""
+    fixed_keys: dict[str, tuple[_RouteKey, RouteMatch]]
+    conditional: tuple[tuple[Evaluator, RouteMatch, _RouteKey], ...]
+    """Conditional routes that could still win their endpoint, in route order."""
+    endpoints: tuple[str, ...]
+    """Every endpoint this plan can produce, in output order."""
+
+
+class Router:
+    """Routes messages by a fixed set of compiled routes (build a new Router on config change).
+
+    Several routes to one endpoint give one RouteMatch with the lowest priority number
+    and that route's time to live (edgeHub), the earliest route on a tie. Matches come in
+    the order their endpoints first appear in the route list.
+    """
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self.routes = tuple(routes)
+        self._rank: dict[str, int] = {}
+        self._live: list[tuple[int, Route, Evaluator | None]] = []
+        for index, route in enumerate(self.routes):
+            self._rank.setdefault(route.endpoint.address, index)
+            condition = route.condition
+            if condition is None:
+                self._live.append((index, route, None))
+            elif not condition.is_constant:
+                self._live.append((index, route, condition.evaluator))
+            elif condition.evaluator(_NO_VIEW) is True:  # WHERE true: decided by source alone
+                self._live.append((index, route, None))
+            # a condition that is never true (WHERE false, 1 = 2) drops the route
+        self._plans: dict[tuple[str | None, str | None], _SourcePlan] = {}
+
+    @property
+    def cached_sources(self) -> int:
+        """How many (module, output) plans are cached now (at most MAX_CACHED_SOURCES)."""
+        return len(self._plans)
+
+    def match(self, message: Message) -> tuple[RouteMatch, ...]:
+        system = message.system_properties
+        module_id = system.get(SystemProperty.CONNECTION_MODULE_ID) or None
+        # edgeHub: a device message's source is /messages whatever its outputName says
+        output_name = (system.get(SystemProperty.OUTPUT_NAME) or None) if module_id else None
+        plan = self._plans.get((module_id, output_name))
+        if plan is None:
+            plan = self._plan(module_id, output_name)
+        if not plan.conditional:
+            return plan.fixed
+        view = MessageView(message)
+        chosen: dict[str, tuple[_RouteKey, RouteMatch]] | None = None
+        for evaluate, route_match, key in plan.conditional:
+            if evaluate(view) is True:
+                if chosen is None:
+                    chosen = dict(plan.fixed_keys)
+                current = chosen.get(route_match.endpoint)
+                if current is None or key < current[0]:
+                    chosen[route_match.endpoint] = (key, route_match)
+        if chosen is None:
+            return plan.fixed
+        return tuple(chosen[endpoint][1] for endpoint in plan.endpoints if endpoint in chosen)
+
+    def _plan(self, module_id: str | None, output_name: str | None) -> _SourcePlan:
+        fixed: dict[str, tuple[_RouteKey, RouteMatch]] = {}
+        conditional: list[tuple[Evaluator, RouteMatch, _RouteKey]] = []
+        for index, route, evaluate in self._live:
+            if not route.source.matches(module_id, output_name):
+                continue
+            endpoint = route.endpoint.address
+            key = (route.priority, index)
+            route_match = RouteMatch(endpoint, route.priority, route.time_to_live_secs)
+            if evaluate is not None:
+                conditional.append((evaluate, route_match, key))
+            elif endpoint not in fixed or key < fixed[endpoint][0]:
+                fixed[endpoint] = (key, route_match)
+        # A conditional route cannot beat an unconditional one with a lower key.
+        useful = tuple(
+            candidate
+            for candidate in conditional
+            if candidate[1].endpoint not in fixed or candidate[2] < fixed[candidate[1].endpoint][0]
+        )
+        reachable = {*fixed, *(candidate[1].endpoint for candidate in useful)}
+        endpoints = sorted(reachable, key=self._rank.__getitem__)
+        plan = _SourcePlan(
+            fixed=tuple(fixed[endpoint][1] for endpoint in endpoints if endpoint in fixed),
+            fixed_keys=fixed,
+            conditional=useful,
+            endpoints=tuple(endpoints),
+        )
+        if len(self._plans) >= MAX_CACHED_SOURCES:  # rebuilt on demand; a flood of names cannot grow it
+            self._plans.clear()
+        self._plans[(module_id, output_name)] = plan
+        return plan
+
+
+_NO_VIEW: Final = MessageView(Message(b""))
+"""Evaluates constant conditions, which read nothing from the message."""
