@@ -1,0 +1,76 @@
+"""The hub's identity upstream: MQTT client id, IoT Hub username, SAS token passwords and when to renew them.
+
+Pure values and arithmetic over times passed in; it never reads a clock, sleeps or connects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from edgehub.auth.sas import make_sas_token, sas_resource
+from edgehub.message import Identity
+
+API_VERSION: Final = "2018-06-30"
+"""The IoT Hub MQTT api-version in the username, as the Azure IoT SDKs send it."""
+
+DEFAULT_TOKEN_TTL: Final = 3600.0
+"""Lifetime of each SAS token (the Azure IoT SDKs' default is one hour)."""
+
+RENEW_AT_FRACTION: Final = 0.8
+"""Renew after this fraction of a token's lifetime (the Azure IoT C SDK's SAS_REFRESH_MULTIPLIER):
+IoT Hub closes an MQTT connection whose token expired, and a token can only be replaced by
+connecting again, so the link reconnects with a fresh token well before that."""
+
+
+@dataclass(frozen=True, slots=True)
+class SasToken:
+    """One password: the token text and the times it was made and expires (Unix seconds)."""
+
+    text: str = field(repr=False)
+    issued_at: float
+    expiry: int
+
+    @property
+    def renew_at(self) -> float:
+        """When to reconnect with a fresh token (Unix seconds)."""
+        return self.issued_at + (self.expiry - self.issued_at) * RENEW_AT_FRACTION
+
+
+@dataclass(frozen=True, slots=True)
+class SasCredentials:
+    """Who the hub is upstream (``EdgeHubConnectionString``), as IoT Hub expects it over MQTT.
+
+    ``hub_hostname`` is ``IotHubHostName`` (the connection string's HostName): it names the hub
+    in the username and in the token's ``sr``, also when the link connects to a
+    ``GatewayHostName`` parent, which checks the same identity.
+    """
+
+    hub_hostname: str
+    identity: Identity
+    shared_access_key: str = field(repr=False)
+    token_ttl: float = DEFAULT_TOKEN_TTL
+
+    def __post_init__(self) -> None:
+        if self.token_ttl < 1:
+            raise ValueError(f"SAS token lifetime must be >= 1 s, got {self.token_ttl}")
+
+    @property
+    def client_id(self) -> str:
+        """``{d}`` or ``{d}/{m}`` (IoT Hub MQTT client identifier)."""
+        return self.identity.id
+
+    @property
+    def username(self) -> str:
+        """``{host}/{d}[/{m}]/?api-version=…`` (IoT Hub MQTT username)."""
+        return f"{self.hub_hostname}/{self.identity.id}/?api-version={API_VERSION}"
+
+    @property
+    def resource(self) -> str:
+        """The token's ``sr``, before URL-encoding: ``{host}/devices/{d}[/modules/{m}]``."""
+        return sas_resource(self.hub_hostname, self.identity)
+
+    def token(self, now: float) -> SasToken:
+        """A token valid from ``now`` (Unix seconds) for ``token_ttl``."""
+        expiry = int(now + self.token_ttl)
+        return SasToken(make_sas_token(self.resource, self.shared_access_key, expiry), now, expiry)
