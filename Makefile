@@ -22,6 +22,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The azure-iot-device SDK pins paho-mqtt < 2: it gets a venv of its own for the
+# conformance tests (tests/conformance/azure_sdk_client.py runs in it).
+AZURE_STAMP := .venv-azure/.installed-stamp
+$(AZURE_STAMP): tests/conformance/requirements-azure.txt
+	@test -x .venv-azure/bin/python || $(PY) -m venv .venv-azure
+	.venv-azure/bin/python -m pip install -q -r tests/conformance/requirements-azure.txt
+	@touch $@
+
 # Debian packages the tests use as real peers (mosquitto); skipped where present.
 system-deps:
 	@sh scripts/system-deps.sh
@@ -36,12 +44,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check edgehub tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
 
-test: $(STAMP) system-deps lint
+test: $(STAMP) $(AZURE_STAMP) system-deps lint
 	$(BIN)/pytest
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
+	rm -rf $(VENV) .venv-azure .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache

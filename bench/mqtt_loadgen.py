@@ -110,7 +110,9 @@ class LoadResult:
         return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-async def _open(host: str, port: int, creds: Credentials) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def _open(
+    host: str, port: int, creds: Credentials
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(connect_packet(creds.client_id, creds.username, creds.password))
     header = await asyncio.wait_for(reader.readexactly(4), 10)
@@ -199,7 +201,7 @@ async def _subscriber(host: str, port: int, creds: Credentials, topic_filter: st
 
 async def run_load(host: str, port: int, publishers: list[Credentials], subscriber: Credentials | None,
                    topic_filter: str, per_publisher: int, qos: int, window: int = 100,
-                   payload_size: int = 256, timeout: float = 120.0) -> LoadResult:
+                   payload_size: int = 256, limit_secs: float = 120.0) -> LoadResult:
     """Publish ``per_publisher`` messages from each publisher; the subscriber (if any)
     counts deliveries. ``seconds`` runs from the first publish to the last delivery
     (or the last ack without a subscriber)."""
@@ -215,12 +217,12 @@ async def run_load(host: str, port: int, publishers: list[Credentials], subscrib
         await asyncio.wait_for(ready.wait(), 10)
     started[0] = time.perf_counter()
     pubs = [_publisher(host, port, c, per_publisher, qos, window, payload, result) for c in publishers]
-    await asyncio.wait_for(asyncio.gather(*pubs), timeout)
+    await asyncio.wait_for(asyncio.gather(*pubs), limit_secs)
     if sub_task is not None:
         try:
-            await asyncio.wait_for(sub_task, timeout)
+            await asyncio.wait_for(sub_task, limit_secs)
         except TimeoutError:
-            result.errors.append(f"subscriber got {result.received} of {total} within {timeout}s")
+            result.errors.append(f"subscriber got {result.received} of {total} within {limit_secs}s")
             result.seconds = time.perf_counter() - started[0]
     else:
         result.seconds = time.perf_counter() - started[0]

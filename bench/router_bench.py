@@ -24,9 +24,11 @@ ROUTE_SETS: dict[str, list[str]] = {
         for i in range(9)
     ] + ["FROM /messages/* INTO $upstream"],
     "3 routes, $body conditions": [
-        "FROM /messages/* WHERE $body.sensor.temperature > 30 INTO BrokeredEndpoint(\"/modules/hot/inputs/in\")",
+        "FROM /messages/* WHERE $body.sensor.temperature > 30 "
+        "INTO BrokeredEndpoint(\"/modules/hot/inputs/in\")",
         "FROM /messages/* WHERE STARTS_WITH($body.sensor.name, 'boiler') INTO $upstream",
-        "FROM /messages/* WHERE $contentType = 'application/json' INTO BrokeredEndpoint(\"/modules/log/inputs/in\")",
+        "FROM /messages/* WHERE $contentType = 'application/json' "
+        "INTO BrokeredEndpoint(\"/modules/log/inputs/in\")",
     ],
 }
 

@@ -53,7 +53,7 @@ class AuthError(EdgeHubError):
     """Authentication or authorization failed."""
 
 
-class EndpointUnavailable(EdgeHubError):
+class EndpointUnavailable(EdgeHubError):  # noqa: N818 - names a state the pump reacts to, not a fault
     """An endpoint cannot take messages now; the pump retries later."""
 
 

@@ -1,0 +1,50 @@
+"""Turns a head's CONNECT credentials into an identity using the current identity registry.
+
+Shared by the heads; reads the registry through a callable so a config reload takes
+effect for the next connection. No I/O, no protocol framing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from edgehub.auth import authorize
+from edgehub.auth.registry import AuthResult, IdentityRegistry
+from edgehub.auth.username import parse_mqtt_connect
+from edgehub.clock import Clock
+from edgehub.errors import AuthError
+from edgehub.heads.mqtt.session import ConnectRequest
+from edgehub.message import Identity
+
+
+class RegistryAuthenticator:
+    """MQTT CONNECT → Identity: IoT Hub username and client id, then a SAS token in the
+    password or, with ClientCertAuthEnabled, the TLS client certificate."""
+
+    def __init__(
+        self, registry: Callable[[], IdentityRegistry], clock: Clock, *,
+        client_cert_auth: bool = False, generic_topics: bool = False,
+    ) -> None:
+        self._registry = registry
+        self._clock = clock
+        self._client_cert_auth = client_cert_auth
+        self._generic_topics = generic_topics
+
+    def authenticate(self, request: ConnectRequest) -> AuthResult:
+        claimed = parse_mqtt_connect(request.username or "", request.client_id).identity
+        registry = self._registry()
+        now = self._clock.time()
+        if request.password:
+            return registry.authenticate_sas(claimed, request.password.decode("utf-8", "replace"), now)
+        if self._client_cert_auth and request.peer_certificates:
+            return registry.authenticate_x509(claimed, request.peer_certificates, now)
+        raise AuthError("no SAS token in the password and no client certificate")
+
+    def __call__(self, request: ConnectRequest) -> Identity:
+        return self.authenticate(request).identity
+
+    def may_publish(self, identity: Identity, topic: str) -> bool:
+        return authorize.may_publish(identity, topic, generic_topics=self._generic_topics)
+
+    def may_subscribe(self, identity: Identity, topic_filter: str) -> bool:
+        return authorize.may_subscribe(identity, topic_filter, generic_topics=self._generic_topics)

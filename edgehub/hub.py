@@ -1,0 +1,380 @@
+"""The composition root: settings → store → router → pumps → upstream → heads.
+
+Owns the start/stop order (heads start last and stop first; the store closes last)
+and the ingest path. The only module that knows which store backend exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from prometheus_client import start_http_server
+
+from edgehub import metrics
+from edgehub.auth.registry import IdentityRegistry
+from edgehub.clock import Clock, SystemClock, now_ms
+from edgehub.config_file import HubConfig, default_config, load_config_file
+from edgehub.config_watch import ConfigWatcher
+from edgehub.endpoints.base import Endpoint, SendResult, Unsubscribe
+from edgehub.endpoints.link import ClientLink
+from edgehub.endpoints.module import ClientDirectory, DeviceboundEndpoint, ModuleInputEndpoint
+from edgehub.endpoints.pump import EndpointPump
+from edgehub.errors import EndpointUnavailable
+from edgehub.message import DEFAULT_PRIORITY, Identity, Message
+from edgehub.plugins import Head, UpstreamLink
+from edgehub.routing.router import RouteMatch, Router, compile_routes
+from edgehub.settings import Settings
+from edgehub.store.base import Delivery, IngestItem, QueuedMessage, QueueKey, Store
+from edgehub.store.group_commit import GroupCommitter
+from edgehub.store.open import open_store
+from edgehub.tls import ensure_dev_certificates, server_ssl_context
+from edgehub.upstream.factory import create_upstream
+
+log = logging.getLogger(__name__)
+
+UPSTREAM: Final = "$upstream"
+
+
+class StandaloneUpstream:
+    """``$upstream`` when no EdgeHubConnectionString is set: never reachable,
+    so messages routed upstream wait in the store until their TTL."""
+
+    name = UPSTREAM
+    max_batch_size = 100
+
+    async def send(self, messages: Sequence[QueuedMessage]) -> SendResult:
+        raise EndpointUnavailable("no upstream configured (EdgeHubConnectionString is not set)")
+
+    def subscribe_reachable(self, callback: Callable[[], None]) -> Unsubscribe:
+        return _nothing
+
+
+def _nothing() -> None:
+    """An Unsubscribe for a signal that never fires."""
+
+
+def local_endpoint(directory: ClientDirectory, edge_device_id: str, name: str) -> Endpoint:
+    """The endpoint of a local queue name: ``/modules/{m}/inputs/{i}`` (a module of
+    this edge device) or ``/devices/{d}/messages/devicebound``. ValueError otherwise."""
+    parts = name.split("/")
+    if len(parts) == 5 and parts[1] == "modules" and parts[3] == "inputs":
+        return ModuleInputEndpoint(directory, Identity(edge_device_id, parts[2]), parts[4])
+    if len(parts) == 5 and parts[1] == "devices" and parts[3:] == ["messages", "devicebound"]:
+        return DeviceboundEndpoint(directory, Identity(parts[2]))
+    raise ValueError(f"not a local endpoint name: {name!r}")
+
+
+@dataclass(slots=True)
+class _RouteTable:
+    """The router of the current config and the deliveries each match set maps to."""
+
+    router: Router
+    default_ttl_ms: int
+    plans: dict[tuple[RouteMatch, ...], tuple[tuple[QueueKey, int], ...]] = field(default_factory=dict)
+
+    def plan(self, matches: tuple[RouteMatch, ...]) -> tuple[tuple[QueueKey, int], ...]:
+        plan = self.plans.get(matches)
+        if plan is None:
+            plan = tuple(
+                (
+                    QueueKey(m.endpoint, m.priority),
+                    (m.time_to_live_secs * 1000) if m.time_to_live_secs > 0 else self.default_ttl_ms,
+                )
+                for m in matches
+            )
+            self.plans[matches] = plan
+        return plan
+
+
+def build_route_table(config: HubConfig) -> _RouteTable:
+    return _RouteTable(Router(compile_routes(config.routes)), config.time_to_live_secs * 1000)
+
+
+class Hub:
+    """Implements HubPort for the heads; runs pumps, TTL cleanup and config reload."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: HubConfig,
+        store: Store,
+        *,
+        clock: Clock | None = None,
+        heads: Sequence[Head] = (),
+        upstream: UpstreamLink | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.heads = list(heads)
+        self.upstream = upstream
+        self.directory = ClientDirectory()
+        self.committer = GroupCommitter(store, sync=settings.store_sync_writes)
+        self._routes = build_route_table(config)
+        self.registry = build_registry(settings, config)
+        self._pumps: dict[str, EndpointPump] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
+        self.listening: list[str] = []
+
+    # -- HubPort -----------------------------------------------------------------
+
+    async def ingest(self, messages: Sequence[Message]) -> None:
+        started = self.clock.monotonic()
+        now = now_ms(self.clock)
+        routes = self._routes
+        items: list[IngestItem] = []
+        touched: set[QueueKey] = set()
+        for message in messages:
+            stamped = Message(message.body, message.properties, message.system_properties, now)
+            plan = routes.plan(routes.router.match(stamped))
+            if not plan:
+                metrics.MESSAGES_DROPPED.labels("no_route", "").inc()
+                continue
+            items.append(IngestItem(stamped, tuple(Delivery(queue, now + ttl) for queue, ttl in plan)))
+            touched.update(queue for queue, _ in plan)
+        if items:
+            await self.committer.append(items)
+        metrics.MESSAGE_PROCESS_DURATION.observe(self.clock.monotonic() - started)
+        for queue in touched:
+            self._pump_for(queue.endpoint).notify(queue.priority)
+
+    async def enqueue(self, endpoint: str, messages: Sequence[Message]) -> None:
+        """DownstreamPort: messages from the parent for one local endpoint, bypassing
+        routes, with the global TTL; durable when this returns."""
+        now = now_ms(self.clock)
+        queue = QueueKey(endpoint, DEFAULT_PRIORITY)
+        delivery = (Delivery(queue, now + self._routes.default_ttl_ms),)
+        items = [
+            IngestItem(Message(m.body, m.properties, m.system_properties, now), delivery) for m in messages
+        ]
+        await self.committer.append(items)
+        self._pump_for(endpoint).notify(queue.priority)
+
+    def attach(self, identity: Identity, link: ClientLink) -> None:
+        self.directory.attach(identity, link)
+
+    def detach(self, identity: Identity, link: ClientLink) -> None:
+        self.directory.detach(identity, link)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Pumps for every known queue, cleanup, upstream, then heads (last)."""
+        for location, reason in self.config.warnings:
+            log.warning("config %s: %s: %s (ignored)", self.config.source, location, reason)
+        for queue in self.store.queues():
+            self._pump_for(queue.endpoint).notify(queue.priority)
+        self._tasks.append(asyncio.create_task(self._cleanup_loop(), name="ttl-cleanup"))
+        if self.upstream is not None:
+            await self.upstream.start(self)
+        for head in self.heads:
+            self.listening.extend(await head.start(self))
+
+    async def stop(self) -> None:
+        """Reverse order: heads first, then upstream, pumps, pending writes; the store last.
+        Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        errors: list[BaseException] = []
+        for head in reversed(self.heads):
+            await _collect(head.stop(), errors)
+        # Pumps before the upstream link, so sends waiting for PUBACKs settle first
+        # (an unconfirmed send would go out again at the next start, as a duplicate).
+        for pump in self._pumps.values():
+            await _collect(pump.stop(), errors)
+        if self.upstream is not None:
+            await _collect(self.upstream.stop(), errors)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _collect(self.committer.close(), errors)
+        try:
+            self.store.close()
+        except Exception as exc:  # noqa: BLE001 - collected and re-raised below, after every part stopped
+            errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def apply_config(self, config: HubConfig) -> None:
+        """A new, already validated config (file changed): new routes and TTL from now on."""
+        self._routes = build_route_table(config)
+        self.registry = build_registry(self.settings, config)
+        self.config = config
+        log.info("config reloaded from %s: %d routes", config.source, len(config.routes))
+
+    # -- internals ---------------------------------------------------------------
+
+    def _pump_for(self, endpoint_name: str) -> EndpointPump:
+        pump = self._pumps.get(endpoint_name)
+        if pump is None:
+            endpoint = self._endpoint(endpoint_name)
+            fan_out = self.settings.upstream_fan_out_factor if endpoint_name == UPSTREAM else 1
+            pump = EndpointPump(self.store, endpoint, self.clock, max_in_flight_batches=fan_out)
+            self._pumps[endpoint_name] = pump
+            pump.start()
+        return pump
+
+    def _endpoint(self, name: str) -> Endpoint:
+        if name == UPSTREAM:
+            return self.upstream.endpoint if self.upstream is not None else StandaloneUpstream()
+        return local_endpoint(self.directory, self.settings.edge_device_id, name)
+
+    async def _cleanup_loop(self) -> None:
+        """TTL cleanup every MessageCleanupIntervalSecs (edgeHub: 30 min), also for dead endpoints."""
+        interval = self.settings.message_cleanup_interval_secs
+        while True:
+            await self.clock.sleep(interval)
+            try:
+                dropped = await asyncio.to_thread(self.store.expire, now_ms(self.clock))
+            except Exception:
+                log.exception("TTL cleanup failed; retrying in %ss", interval)
+                continue
+            for queue, count in dropped.items():
+                metrics.MESSAGES_DROPPED.labels("ttl", queue.endpoint).inc(count)
+            self._publish_store_gauges()
+
+    def _publish_store_gauges(self) -> None:
+        stats = self.store.stats()
+        metrics.STORE_SIZE.set(stats.size_bytes)
+        for queue in stats.queues:
+            metrics.QUEUE_LENGTH.labels(queue.queue.endpoint, str(queue.queue.priority)).set(queue.length)
+
+
+async def _collect(awaitable: Awaitable[object], errors: list[BaseException]) -> None:
+    try:
+        await awaitable
+    except Exception as exc:
+        log.exception("error while stopping")
+        errors.append(exc)
+
+
+
+class HubAssembly:
+    """Everything ``edgehub run`` starts: the hub, its config watcher and the metrics listener."""
+
+    def __init__(self, hub: Hub, config_path: Path | None) -> None:
+        self.hub = hub
+        self.config_path = config_path
+        self._watch_task: asyncio.Task[None] | None = None
+        self._metrics_server: object | None = None
+
+    async def start(self) -> None:
+        settings = self.hub.settings
+        await self.hub.start()
+        if self.config_path is not None:
+            watcher = ConfigWatcher(
+                self.config_path, self.hub.apply_config, self.hub.clock,
+                validate=validate_config(settings),
+                current=self.hub.config,
+            )
+            self._watch_task = asyncio.create_task(watcher.run(), name="config-watch")
+        if settings.metrics_port:
+            self._metrics_server, _ = start_http_server(settings.metrics_port, registry=metrics.REGISTRY)
+
+    async def stop(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            await asyncio.gather(self._watch_task, return_exceptions=True)
+        await self.hub.stop()
+        server = self._metrics_server
+        if server is not None:
+            server.shutdown()  # type: ignore[attr-defined]  # wsgiref server from prometheus_client
+
+    def describe(self) -> list[str]:
+        settings = self.hub.settings
+        lines = [f"store: {settings.storage_folder.resolve()} ({type(self.hub.store).__name__})"]
+        lines += self.hub.listening
+        if settings.metrics_port:
+            lines.append(f"metrics: http://0.0.0.0:{settings.metrics_port}/metrics")
+        upstream = self.hub.upstream
+        if upstream is None:
+            lines.append("upstream: standalone (no EdgeHubConnectionString; $upstream messages wait)")
+        else:
+            lines.append(f"upstream: {getattr(getattr(upstream, 'config', None), 'url', 'configured')}")
+        return lines
+
+
+def build_registry(settings: Settings, config: HubConfig) -> IdentityRegistry:
+    """The identities of ``config``, accepting SAS ``sr`` on every name the hub answers to."""
+    names = [settings.iothub_hostname, settings.edgehub_hostname]
+    if settings.gateway_hostname:
+        names.append(settings.gateway_hostname)
+    return IdentityRegistry(config.identities, names, settings.trust_bundle_file)
+
+
+def server_tls(settings: Settings, config: HubConfig) -> ssl.SSLContext:
+    """The production certificate, or a generated dev CA and server certificate (warned)."""
+    if settings.server_certificate_file and settings.server_private_key_file:
+        cert, key = settings.server_certificate_file, settings.server_private_key_file
+    else:
+        dev = ensure_dev_certificates(
+            settings.storage_folder / "certs", [settings.edgehub_hostname, settings.iothub_hostname]
+        )
+        cert, key = dev.cert_file, dev.key_file
+    ca_files = [Path(spec.x509_ca_file) for spec in config.identities if spec.x509_ca_file]
+    return server_ssl_context(cert, key, settings.trust_bundle_file, extra_client_ca_files=ca_files)
+
+
+def build_heads(settings: Settings, config: HubConfig, hub: Hub) -> list[Head]:
+    """The enabled heads; a disabled head is neither imported nor bound (DESIGN §4)."""
+    heads: list[Head] = []
+    if settings.mqtt.enabled:
+        from edgehub.heads.credentials import RegistryAuthenticator
+        from edgehub.heads.mqtt.head import MqttHead, MqttHeadConfig
+
+        auth = RegistryAuthenticator(
+            lambda: hub.registry, hub.clock, client_cert_auth=settings.client_cert_auth_enabled,
+            generic_topics=settings.mqtt.generic_topics,
+        )
+        head_config = MqttHeadConfig(
+            host="0.0.0.0", tls_port=settings.mqtt.port, plain_port=settings.mqtt.plain_port,
+            max_message_size=settings.max_message_size_bytes,
+            max_connected_clients=settings.max_connected_clients,
+            low_memory=not settings.optimize_for_performance,
+        )
+        heads.append(MqttHead(head_config, auth, server_tls(settings, config), hub.clock))
+    for name, enabled in (("amqp", settings.amqp.enabled), ("http", settings.http.enabled)):
+        if enabled:
+            log.info("%s head is not part of this version yet; %sSettings__enabled has no effect", name, name)
+    return heads
+
+
+def validate_config(settings: Settings) -> Callable[[HubConfig], None]:
+    """What a new config file must pass before the hub takes it: routes and identities."""
+
+    def validate(config: HubConfig) -> None:
+        compile_routes(config.routes)
+        build_registry(settings, config)
+
+    return validate
+
+
+def assemble(settings: Settings, config_path: Path | None, *, clock: Clock | None = None) -> HubAssembly:
+    """Load and validate the config, open the store, build heads. ConfigError / StoreOpenError."""
+    config = load_config_file(config_path) if config_path is not None else default_config()
+    validate_config(settings)(config)
+    store = open_store(
+        settings.storage_folder,
+        backend=settings.store_backend,
+        sync=settings.store_sync_writes,
+        low_memory=not settings.optimize_for_performance,
+        max_size_bytes=config.max_store_size_bytes,
+        recovery=settings.store_recovery,
+    )
+    hub = Hub(settings, config, store, clock=clock)
+    hub.upstream = create_upstream(settings, hub.clock)
+    try:
+        hub.heads = build_heads(settings, config, hub)
+    except Exception:
+        store.close()
+        raise
+    return HubAssembly(hub, config_path)
