@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Final
 
 from edgehub.errors import ConfigError, RouteSyntaxError
+from edgehub.message import DEFAULT_PRIORITY
 from edgehub.routing.condition import RouteCondition
 from edgehub.routing.parser import parse_route_syntax
 from edgehub.routing.spec import RouteSpec
-from edgehub.message import DEFAULT_PRIORITY
 
 UPSTREAM: Final = "$upstream"
 BROKERED_ENDPOINT: Final = "BrokeredEndpoint"
