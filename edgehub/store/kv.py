@@ -1,0 +1,76 @@
+"""The key-value contract under MessageStore: named ordered tables, atomic write batches.
+
+Backends (memory, rocksdb, sqlite) implement it; they know bytes and tables only,
+never messages, queues or the record format (that is edgehub.store.records).
+"""
+
+from __future__ import annotations
+
+from typing import Final, Protocol
+
+from edgehub.errors import StoreOpenError
+
+# Tables, as indexes into WriteBatch and backend handle tuples (DESIGN §5).
+MESSAGES: Final = 0
+QUEUES: Final = 1
+CHECKPOINTS: Final = 2
+EXPIRY: Final = 3
+META: Final = 4
+TABLE_NAMES: Final = ("messages", "queues", "checkpoints", "expiry", "meta")
+
+
+class StoreCorruptError(StoreOpenError):
+    """The store's files are damaged; ``storeRecovery=quarantine`` may move them aside.
+
+    Locked, newer-format and permission problems are plain StoreOpenError: moving
+    those aside would lose good data.
+    """
+
+
+class WriteBatch:
+    """Puts and deletes applied by ``KeyValue.write`` all or nothing.
+
+    Within one batch deletes are applied before puts; a batch never needs both
+    for the same key.
+    """
+
+    __slots__ = ("deletes", "puts")
+
+    def __init__(self) -> None:
+        self.puts: tuple[list[tuple[bytes, bytes]], ...] = ([], [], [], [], [])
+        self.deletes: tuple[list[bytes], ...] = ([], [], [], [], [])
+
+    def put(self, table: int, key: bytes, value: bytes) -> None:
+        self.puts[table].append((key, value))
+
+    def delete(self, table: int, key: bytes) -> None:
+        self.deletes[table].append(key)
+
+    def __len__(self) -> int:
+        return sum(map(len, self.puts)) + sum(map(len, self.deletes))
+
+
+class KeyValue(Protocol):
+    """Ordered byte tables. Reads may run in one thread while another writes."""
+
+    def get(self, table: int, key: bytes) -> bytes | None: ...
+
+    def multi_get(self, table: int, keys: list[bytes]) -> list[bytes | None]:
+        """Values in the order of ``keys``; None where a key is absent."""
+        ...
+
+    def scan(self, table: int, start: bytes, stop: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` pairs with ``start <= key < stop``, in key order."""
+        ...
+
+    def write(self, batch: WriteBatch, *, sync: bool) -> None:
+        """Apply ``batch`` atomically; with ``sync`` it is on stable storage on return."""
+        ...
+
+    def disk_bytes(self) -> int:
+        """Bytes the backend's files take on disk (0 for memory)."""
+        ...
+
+    def close(self) -> None:
+        """Release files and locks; idempotent."""
+        ...

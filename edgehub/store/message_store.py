@@ -1,0 +1,539 @@
+"""MessageStore: the Store protocol once for every backend, over a KeyValue.
+
+Owns ids, queues, checkpoints, expiry, reclaim and size accounting (DESIGN §1
+invariants 1, 2, 5, 6, §5); knows nothing of RocksDB or SQLite and never awaits.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Final
+
+from edgehub.errors import StoreError, StoreFullError, StoreOpenError
+from edgehub.message import MessageId
+from edgehub.store.base import Delivery, IngestItem, QueuedMessage, QueueKey, QueueStats, StoreStats
+from edgehub.store.kv import (
+    CHECKPOINTS,
+    EXPIRY,
+    MESSAGES,
+    META,
+    QUEUES,
+    KeyValue,
+    StoreCorruptError,
+    WriteBatch,
+)
+from edgehub.store.records import (
+    EXPIRY_HEAD,
+    EXPIRY_KEY,
+    EXPIRY_SIZE_AND_REFS,
+    FORMAT_VERSION,
+    ID_BYTES,
+    META_EXPIRED_UPTO,
+    META_FORMAT,
+    META_NEXT_ID,
+    QUEUE_STOP,
+    QUEUE_VALUE,
+    RECORD_KEY_BYTES,
+    U32,
+    U64,
+    Ref,
+    decode_expiry_value,
+    decode_message,
+    decode_queue_value,
+    encode_record,
+    expiry_value,
+    parse_queue_prefix,
+    queue_prefix,
+    queue_value,
+)
+
+SCAN_PAGE: Final = 4096
+"""Rows per scan when walking a whole table (open, stats)."""
+EXPIRE_CHUNK: Final = 4096
+"""Expiry entries per write batch in one expire run; bounds the batch's memory."""
+_MIN_READ_SCAN: Final = 64
+
+
+class NewerFormatError(StoreOpenError):
+    """The store was written by a newer hub (format version above ours); never quarantined."""
+
+
+class _QueueSlot:
+    """One queue's key prefix and how many refs an append adds to it."""
+
+    __slots__ = ("count", "prefix")
+
+    def __init__(self, prefix: bytes) -> None:
+        self.prefix = prefix
+        self.count = 0
+
+
+class _AppendPlan:
+    """What one append will write and change, built before anything is written."""
+
+    __slots__ = ("added", "batch", "count", "ids", "new_queues", "next_id", "slots")
+
+    def __init__(self, next_id: int) -> None:
+        self.next_id = next_id
+        self.batch = WriteBatch()
+        self.ids: list[MessageId] = []
+        self.slots: dict[QueueKey, _QueueSlot] = {}
+        self.new_queues: list[QueueKey] = []
+        self.added = 0
+        self.count = 0
+
+
+class MessageStore:
+    """Implements edgehub.store.base.Store over a KeyValue.
+
+    In memory it keeps one checkpoint and one length per queue, the id counter,
+    the size and the message count (all recomputed at open), never bodies or refs.
+    One lock orders every write; reads take no lock.
+    """
+
+    def __init__(
+        self,
+        kv: KeyValue,
+        *,
+        max_size_bytes: int | None = None,
+        sync: bool = False,
+        read_only: bool = False,
+        location: str = "memory",
+    ) -> None:
+        self._kv = kv
+        self._location = location
+        self._max_size = max_size_bytes
+        self._sync = sync
+        self._read_only = read_only
+        self._lock = threading.Lock()
+        self._closed = False
+        self._prefixes: dict[QueueKey, bytes] = {}
+        self._queues_by_prefix: dict[bytes, QueueKey] = {}
+        self._checkpoints: dict[QueueKey, int] = {}
+        self._lengths: dict[QueueKey, int] = {}
+        self._next_id = 1
+        self._expired_upto = 0
+        self._size = 0
+        self._count = 0
+        self._recover()
+
+    # -- open ---------------------------------------------------------------
+
+    def _recover(self) -> None:
+        try:
+            self._read_meta()
+            for prefix, value in self._scan_all(CHECKPOINTS, b"", b"\xff"):
+                queue = self._queue_of(prefix)
+                self._checkpoints[queue] = U64.unpack(value)[0]
+                self._lengths[queue] = 0
+            for key, _ in self._scan_all(QUEUES, b"", b"\xff"):
+                queue = self._queue_of(key[:-ID_BYTES])
+                self._lengths[queue] = self._lengths.get(queue, 0) + 1
+            for key, value in self._scan_all(EXPIRY, b"", b"\xff"):
+                expiry = EXPIRY_KEY.unpack(key)[0]
+                record_size, _, max_expiry, *_ = EXPIRY_HEAD.unpack_from(value, 0)
+                # The entry of a message's latest expiry lives as long as its body.
+                if expiry == max_expiry:
+                    self._size += record_size
+                    self._count += 1
+        except (ValueError, struct.error) as exc:
+            raise StoreCorruptError(self._location, f"undecodable entry: {exc}") from exc
+
+    def _read_meta(self) -> None:
+        version = self._kv.get(META, META_FORMAT)
+        if version is None:
+            if self._kv.scan(MESSAGES, b"", b"\xff", 1) or self._kv.scan(CHECKPOINTS, b"", b"\xff", 1):
+                raise StoreCorruptError(self._location, "format version missing in a non-empty store")
+            if not self._read_only:
+                batch = WriteBatch()
+                batch.put(META, META_FORMAT, U32.pack(FORMAT_VERSION))
+                batch.put(META, META_NEXT_ID, U64.pack(self._next_id))
+                self._kv.write(batch, sync=True)
+            return
+        if len(version) != U32.size:
+            raise StoreCorruptError(self._location, "format version unreadable")
+        found = U32.unpack(version)[0]
+        if found > FORMAT_VERSION:
+            raise NewerFormatError(
+                self._location,
+                f"store format version {found} is newer than this hub's ({FORMAT_VERSION}); "
+                "upgrade the hub or move the store aside"
+            )
+        next_id = self._kv.get(META, META_NEXT_ID)
+        if next_id is None or len(next_id) != U64.size:
+            raise StoreCorruptError(self._location, "id counter missing")
+        self._next_id = U64.unpack(next_id)[0]
+        expired = self._kv.get(META, META_EXPIRED_UPTO)
+        if expired is not None:
+            self._expired_upto = U64.unpack(expired)[0]
+
+    def _scan_all(self, table: int, start: bytes, stop: bytes) -> Iterator[tuple[bytes, bytes]]:
+        while True:
+            rows = self._kv.scan(table, start, stop, SCAN_PAGE)
+            yield from rows
+            if len(rows) < SCAN_PAGE:
+                return
+            start = rows[-1][0] + b"\x00"
+
+    # -- queues ---------------------------------------------------------------
+
+    def _queue_of(self, prefix: bytes) -> QueueKey:
+        queue = self._queues_by_prefix.get(prefix)
+        if queue is None:
+            queue = parse_queue_prefix(prefix)
+            self._queues_by_prefix[prefix] = queue
+            self._prefixes[queue] = prefix
+        return queue
+
+    def _prefix_of(self, queue: QueueKey) -> bytes:
+        prefix = self._prefixes.get(queue)
+        if prefix is None:
+            prefix = queue_prefix(queue)
+            self._prefixes[queue] = prefix
+            self._queues_by_prefix[prefix] = queue
+        return prefix
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise StoreError("store is closed")
+        if self._read_only:
+            raise StoreError("store is open read-only")
+
+    # -- append -----------------------------------------------------------------
+
+    def append(self, items: Sequence[IngestItem]) -> list[MessageId]:
+        with self._lock:
+            self._check_writable()
+            plan = _AppendPlan(self._next_id)
+            for item in items:
+                if item.deliveries:
+                    self._plan_item(plan, item)
+                else:
+                    plan.ids.append(-1)
+            if self._max_size is not None and self._size + plan.added > self._max_size:
+                raise StoreFullError(
+                    f"store holds {self._size} of {self._max_size} bytes; "
+                    f"a batch of {plan.added} bytes does not fit"
+                )
+            if plan.next_id != self._next_id:
+                self._write_plan(plan)
+            return plan.ids
+
+    def _plan_item(self, plan: _AppendPlan, item: IngestItem) -> None:
+        message_id = plan.next_id
+        plan.next_id += 1
+        plan.ids.append(message_id)
+        id_key = U64.pack(message_id)
+        deliveries = item.deliveries
+        if len(deliveries) == 1:  # the usual case, without the set and lists of the general one
+            delivery = deliveries[0]
+            max_expiry = expiry = delivery.expiry_ms
+            if expiry <= self._expired_upto:
+                max_expiry = self._expired_upto + 1  # see _refs_of
+            slot = plan.slots.get(delivery.queue) or self._new_slot(plan, delivery.queue)
+            slot.count += 1
+            refs = [(slot.prefix, max_expiry)]
+            entries = [(slot.prefix + id_key, queue_value(message_id, expiry, max_expiry))]
+        else:
+            refs, entries = self._refs_of(plan, message_id, id_key, deliveries)
+            max_expiry = max(index for _, index in refs)
+        record, refs_end = encode_record(item.message, refs, max_expiry)
+        record_size = len(record) + RECORD_KEY_BYTES
+        plan.added += record_size
+        plan.count += 1
+        puts = plan.batch.puts
+        puts[MESSAGES].append((id_key, record))
+        puts[QUEUES].extend(entries)
+        head = expiry_value(record, refs_end, record_size)
+        if len(refs) == 1:
+            puts[EXPIRY].append((EXPIRY_KEY.pack(max_expiry, message_id), head))
+        else:  # one entry per distinct index time of the message
+            puts[EXPIRY].extend((EXPIRY_KEY.pack(index, message_id), head) for index in {i for _, i in refs})
+
+    def _new_slot(self, plan: _AppendPlan, queue: QueueKey) -> _QueueSlot:
+        if queue not in self._checkpoints:
+            plan.new_queues.append(queue)
+        slot = plan.slots[queue] = _QueueSlot(self._prefix_of(queue))
+        return slot
+
+    def _refs_of(
+        self, plan: _AppendPlan, message_id: int, id_key: bytes, deliveries: tuple[Delivery, ...],
+    ) -> tuple[list[Ref], list[tuple[bytes, bytes]]]:
+        """The refs of one message (one per distinct queue) and its queue entries.
+
+        A ref whose expiry is at or before the last expire run is indexed just after
+        it, because checkpoint counts every ref indexed that early as removed. Read
+        still checks the real expiry (invariant 5), so such a message is either
+        expired already and dropped by the next run, or (the wall clock went back)
+        deliverable until its TTL runs out.
+        """
+        refs: list[Ref] = []
+        entries: list[tuple[bytes, bytes]] = []
+        seen: set[QueueKey] = set()
+        for delivery in deliveries:
+            queue = delivery.queue
+            if queue in seen:  # one ref per queue; routes are deduplicated upstream
+                continue
+            seen.add(queue)
+            slot = plan.slots.get(queue) or self._new_slot(plan, queue)
+            slot.count += 1
+            index = max(delivery.expiry_ms, self._expired_upto + 1)
+            refs.append((slot.prefix, index))
+            entries.append((slot.prefix + id_key, queue_value(message_id, delivery.expiry_ms, index)))
+        return refs, entries
+
+    def _write_plan(self, plan: _AppendPlan) -> None:
+        batch = plan.batch
+        for queue in plan.new_queues:
+            batch.put(CHECKPOINTS, plan.slots[queue].prefix, U64.pack(0))
+        batch.put(META, META_NEXT_ID, U64.pack(plan.next_id))
+        self._kv.write(batch, sync=self._sync)
+        self._next_id = plan.next_id
+        self._size += plan.added
+        self._count += plan.count
+        for queue in plan.new_queues:
+            self._checkpoints[queue] = 0
+        lengths = self._lengths
+        for queue, slot in plan.slots.items():
+            lengths[queue] = lengths.get(queue, 0) + slot.count
+
+    # -- read -------------------------------------------------------------------
+
+    def read(self, queue: QueueKey, after: MessageId, limit: int, now_ms: int) -> list[QueuedMessage]:
+        prefix = self._prefixes.get(queue)
+        if prefix is None or limit <= 0:
+            return []
+        first = max(after, self._checkpoints.get(queue, 0)) + 1
+        start = prefix + U64.pack(first)
+        stop = prefix + QUEUE_STOP
+        live: list[tuple[int, int]] = []
+        while len(live) < limit:
+            want = max(limit - len(live), _MIN_READ_SCAN)
+            rows = self._kv.scan(QUEUES, start, stop, want)
+            for _, value in rows:
+                message_id, expiry = QUEUE_VALUE.unpack_from(value)
+                if expiry > now_ms:  # invariant 5: TTL is enforced at read time
+                    live.append((message_id, expiry))
+            if len(rows) < want:
+                break
+            start = rows[-1][0] + b"\x00"
+        del live[limit:]
+        records = self._kv.multi_get(MESSAGES, [U64.pack(message_id) for message_id, _ in live])
+        return [
+            QueuedMessage(message_id, queue, expiry, decode_message(record))
+            for (message_id, expiry), record in zip(live, records, strict=True)
+            if record is not None  # reclaimed between the two reads by another thread
+        ]
+
+    # -- checkpoint and reclaim ---------------------------------------------------
+
+    def _is_done(self, message_id: int, refs: list[Ref], delivered: bytes, upto: int) -> bool:
+        """Every ref of the message was delivered (the queue with prefix ``delivered``
+        now up to ``upto``) or removed by an expire run."""
+        expired_upto = self._expired_upto
+        for prefix, expiry in refs:
+            if expiry <= expired_upto:
+                continue
+            checkpoint = upto if prefix == delivered else self._checkpoints.get(self._queue_of(prefix), 0)
+            if checkpoint < message_id:
+                return False
+        return True
+
+    def _reclaim(self, batch: WriteBatch, message_id: int, refs: list[Ref], record_size: int) -> None:
+        batch.delete(MESSAGES, U64.pack(message_id))
+        for expiry in {expiry for _, expiry in refs}:
+            batch.delete(EXPIRY, EXPIRY_KEY.pack(expiry, message_id))
+        self._size -= record_size
+        self._count -= 1
+
+    def checkpoint(self, queue: QueueKey, upto: MessageId) -> None:
+        with self._lock:
+            self._check_writable()
+            old = self._checkpoints.get(queue, 0)
+            upto = min(upto, self._next_id - 1)  # never mark ids not yet assigned delivered
+            if upto <= old:
+                return
+            prefix = self._prefix_of(queue)
+            refs = list(self._scan_all(QUEUES, prefix + U64.pack(old + 1), prefix + U64.pack(upto + 1)))
+            batch = WriteBatch()
+            size, count = self._size, self._count
+            try:
+                self._deliver_refs(batch, refs, prefix, upto)
+                batch.put(CHECKPOINTS, prefix, U64.pack(upto))
+                self._kv.write(batch, sync=False)
+            except BaseException:
+                self._size, self._count = size, count
+                raise
+            self._checkpoints[queue] = upto
+            self._lengths[queue] = self._lengths.get(queue, 0) - len(refs)
+
+    def _deliver_refs(
+        self, batch: WriteBatch, refs: list[tuple[bytes, bytes]], prefix: bytes, upto: int,
+    ) -> None:
+        """Delete the delivered refs of one queue; reclaim each body no other ref still needs."""
+        values = [decode_queue_value(value) for _, value in refs]
+        heads = self._kv.multi_get(
+            EXPIRY, [EXPIRY_KEY.pack(index, message_id) for message_id, _, index in values],
+        )
+        deletes = batch.deletes
+        for (key, _), (message_id, _, index), head in zip(refs, values, heads, strict=True):
+            deletes[QUEUES].append(key)
+            if head is None:
+                raise StoreError(f"expiry entry missing for message {message_id}")
+            record_size, _, _, nrefs = EXPIRY_SIZE_AND_REFS.unpack_from(head, 0)
+            if nrefs == 1:  # its only ref was this one: reclaim without decoding the refs
+                deletes[MESSAGES].append(U64.pack(message_id))
+                deletes[EXPIRY].append(EXPIRY_KEY.pack(index, message_id))
+                self._size -= record_size
+                self._count -= 1
+                continue
+            _, _, _, message_refs = decode_expiry_value(head)
+            if self._is_done(message_id, message_refs, prefix, upto):
+                self._reclaim(batch, message_id, message_refs, record_size)
+
+    def expire(self, now_ms: int) -> dict[QueueKey, int]:
+        with self._lock:
+            self._check_writable()
+        dropped: dict[QueueKey, int] = {}
+        while True:
+            with self._lock:
+                if self._closed:
+                    break
+                more = self._expire_chunk(now_ms, dropped)
+            if not more:
+                break
+        return {queue: count for queue, count in dropped.items() if count}
+
+    def _expire_chunk(self, now_ms: int, dropped: dict[QueueKey, int]) -> bool:
+        """Expire up to about EXPIRE_CHUNK entries as one complete run up to some
+        time <= ``now_ms``, in one batch. True when entries up to ``now_ms`` remain."""
+        previous = self._expired_upto
+        if now_ms <= previous:
+            return False
+        start = U64.pack(previous + 1)
+        rows = self._kv.scan(EXPIRY, start, U64.pack(now_ms + 1), EXPIRE_CHUNK)
+        upto = now_ms
+        more = False
+        if len(rows) == EXPIRE_CHUNK:
+            last = EXPIRY_KEY.unpack(rows[-1][0])[0]
+            if EXPIRY_KEY.unpack(rows[0][0])[0] < last:
+                upto = last - 1  # cut between two expiry times, never inside one
+                rows = [row for row in rows if EXPIRY_KEY.unpack(row[0])[0] < last]
+            else:
+                upto = last
+                rows = list(self._scan_all(EXPIRY, start, U64.pack(last + 1)))
+            more = upto < now_ms
+        batch = WriteBatch()
+        size, count = self._size, self._count
+        lengths: dict[QueueKey, int] = {}
+        handled: set[int] = set()
+        try:
+            for key, value in rows:
+                message_id = EXPIRY_KEY.unpack(key)[1]
+                if message_id in handled:
+                    continue
+                handled.add(message_id)
+                self._expire_message(batch, message_id, value, previous, upto, lengths)
+            batch.put(META, META_EXPIRED_UPTO, U64.pack(upto))
+            self._kv.write(batch, sync=False)
+        except BaseException:
+            self._size, self._count = size, count
+            raise
+        self._expired_upto = upto
+        for queue, removed in lengths.items():
+            self._lengths[queue] -= removed
+            dropped[queue] = dropped.get(queue, 0) + removed
+        return more
+
+    def _expire_message(
+        self, batch: WriteBatch, message_id: int, head: bytes, previous: int, upto: int,
+        removed: dict[QueueKey, int],
+    ) -> None:
+        """Remove every ref of one message expiring in (previous, upto]; reclaim its body when done."""
+        record_size, _, _, refs = decode_expiry_value(head)
+        id_key = U64.pack(message_id)
+        done = True
+        for prefix, expiry in refs:
+            queue = self._queue_of(prefix)
+            if self._checkpoints.get(queue, 0) >= message_id or expiry <= previous:
+                continue  # delivered, or removed by an earlier run
+            if expiry > upto:
+                done = False
+                continue
+            batch.delete(QUEUES, prefix + id_key)
+            removed[queue] = removed.get(queue, 0) + 1
+        if done:
+            self._reclaim(batch, message_id, refs, record_size)
+            return
+        for expiry in {expiry for _, expiry in refs if previous < expiry <= upto}:
+            batch.delete(EXPIRY, EXPIRY_KEY.pack(expiry, message_id))
+
+    # -- views --------------------------------------------------------------------
+
+    def queues(self) -> list[QueueKey]:
+        return sorted(self._checkpoints)
+
+    def queue_lengths(self) -> dict[QueueKey, int]:
+        """Refs waiting per queue (cheap: kept in memory), for metrics."""
+        return dict(self._lengths)
+
+    def checkpoint_of(self, queue: QueueKey) -> MessageId:
+        """The last delivered id of ``queue`` (0 when none)."""
+        return self._checkpoints.get(queue, 0)
+
+    @property
+    def next_id(self) -> MessageId:
+        """The id the next stored message will get."""
+        return self._next_id
+
+    @property
+    def kv(self) -> KeyValue:
+        """The backend under this store (tests, the stats CLI)."""
+        return self._kv
+
+    def stats(self) -> StoreStats:
+        """Per-queue lengths, oldest message and bytes; walks every ref (for the CLI)."""
+        return StoreStats(
+            tuple(self._queue_stats(queue) for queue in self.queues()), self._size, self._count,
+        )
+
+    def _queue_stats(self, queue: QueueKey) -> QueueStats:
+        prefix = self._prefix_of(queue)
+        start = prefix + U64.pack(self._checkpoints.get(queue, 0) + 1)
+        length = 0
+        total = 0
+        oldest: int | None = None
+        for_keys = [
+            EXPIRY_KEY.pack(index, message_id)
+            for message_id, _, index in (
+                decode_queue_value(value) for _, value in self._scan_all(QUEUES, start, prefix + QUEUE_STOP)
+            )
+        ]
+        for page in range(0, len(for_keys), SCAN_PAGE):
+            for head in self._kv.multi_get(EXPIRY, for_keys[page:page + SCAN_PAGE]):
+                if head is None:
+                    continue
+                record_size, enqueued, *_ = EXPIRY_HEAD.unpack_from(head, 0)
+                length += 1
+                total += record_size
+                oldest = enqueued if oldest is None else min(oldest, enqueued)
+        return QueueStats(queue, length, oldest, total)
+
+    def size_bytes(self) -> int:
+        return self._size
+
+    def message_count(self) -> int:
+        return self._count
+
+    def disk_bytes(self) -> int:
+        """Bytes the backend's files take on disk (compaction lags deletes)."""
+        return self._kv.disk_bytes()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._kv.close()

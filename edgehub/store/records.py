@@ -1,0 +1,213 @@
+"""Byte layouts of the store's keys and values (DESIGN §5), shared by every backend.
+
+Pure functions over bytes with precompiled structs: no I/O, no state, no JSON or
+pickle on the per-message path.
+
+Layouts (all integers big-endian, so keys sort as numbers):
+
+- queue prefix: ``endpoint utf-8 ‖ 0x00 ‖ priority u32``
+- messages: ``id u64`` → record
+- record: RECORD_HEAD (``enqueued u64, max expiry u64, nrefs u16, refs bytes u32,
+  strings format u8, nprops u16, nsys u16, strings bytes u32``), the refs
+  (``nrefs expiries u64``, ``nrefs prefix lengths u16``, the prefixes), the
+  property strings (keys and values, application then system, UTF-8 joined by
+  NUL; or, when a string holds a NUL, ``u32`` lengths then the strings), the body
+- queues: ``prefix ‖ id u64`` → ``id u64 ‖ expiry u64``, plus ``index time u64``
+  when the expiry was already past the last expire run (see MessageStore)
+- checkpoints: ``prefix`` → last delivered id u64
+- expiry: ``expiry u64 ‖ id u64`` → ``record size u32`` ‖ the record up to the
+  end of its refs, so expiry runs and reopen never read bodies
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from functools import lru_cache
+from itertools import chain, islice
+from struct import Struct
+from typing import Final
+
+from edgehub.message import EMPTY_PROPERTIES, Message
+from edgehub.store.base import QueueKey
+
+FORMAT_VERSION: Final = 1
+"""Bumped on any incompatible layout change; an older hub refuses a newer store."""
+
+U32: Final = Struct(">I")
+U64: Final = Struct(">Q")
+QUEUE_VALUE: Final = Struct(">QQ")
+LATE_QUEUE_VALUE: Final = Struct(">QQQ")
+EXPIRY_KEY: Final = Struct(">QQ")
+RECORD_HEAD: Final = Struct(">QQHIBHHI")
+EXPIRY_HEAD: Final = Struct(">IQQHIBHHI")
+"""record size, then RECORD_HEAD: how an expiry value starts."""
+EXPIRY_SIZE_AND_REFS: Final = Struct(">IQQH")
+"""The first fields of an expiry value: record size, enqueued, max expiry, number of refs."""
+_ONE_REF: Final = Struct(">QH")
+
+STRINGS_JOINED: Final = 0
+STRINGS_SIZED: Final = 1
+_TEXT_ERRORS: Final = "surrogatepass"
+"""Any str a head produced round-trips; one odd property must not fail a whole batch."""
+
+RECORD_KEY_BYTES: Final = 8
+ID_BYTES: Final = 8
+QUEUE_STOP: Final = b"\xff" * (ID_BYTES + 1)
+"""Appended to a prefix: sorts after every ``prefix ‖ id`` key of that queue."""
+
+META_FORMAT: Final = b"format"
+META_NEXT_ID: Final = b"next_id"
+META_EXPIRED_UPTO: Final = b"expired_upto"
+
+MAX_PRIORITY: Final = 0xFFFFFFFF
+
+Ref = tuple[bytes, int]
+"""(queue prefix, index time ms): one message's place in one queue and in the expiry index."""
+
+
+@lru_cache(maxsize=256)
+def _u64s(count: int) -> Struct:
+    return Struct(f">{count}Q")
+
+
+@lru_cache(maxsize=256)
+def _u16s(count: int) -> Struct:
+    return Struct(f">{count}H")
+
+
+@lru_cache(maxsize=256)
+def _u32s(count: int) -> Struct:
+    return Struct(f">{count}I")
+
+
+def queue_prefix(queue: QueueKey) -> bytes:
+    """Key prefix of ``queue`` in the queues and checkpoints tables."""
+    endpoint = queue.endpoint.encode()
+    if b"\x00" in endpoint:
+        raise ValueError(f"endpoint name contains NUL: {queue.endpoint!r}")
+    if not 0 <= queue.priority <= MAX_PRIORITY:
+        raise ValueError(f"priority out of range 0..{MAX_PRIORITY}: {queue.priority}")
+    return endpoint + b"\x00" + U32.pack(queue.priority)
+
+
+def parse_queue_prefix(prefix: bytes) -> QueueKey:
+    if len(prefix) < 5 or prefix[-5] != 0:
+        raise ValueError(f"not a queue prefix: {prefix!r}")
+    return QueueKey(prefix[:-5].decode(), U32.unpack_from(prefix, len(prefix) - 4)[0])
+
+
+def queue_value(message_id: int, expiry_ms: int, index_ms: int) -> bytes:
+    """A queue entry: the ref's TTL expiry and, when different, the time it sits at in the
+    expiry index (and in the message's refs)."""
+    if index_ms == expiry_ms:
+        return QUEUE_VALUE.pack(message_id, expiry_ms)
+    return LATE_QUEUE_VALUE.pack(message_id, expiry_ms, index_ms)
+
+
+def decode_queue_value(value: bytes) -> tuple[int, int, int]:
+    """(id, expiry ms, index time ms) of a queue entry."""
+    if len(value) == QUEUE_VALUE.size:
+        message_id, expiry = QUEUE_VALUE.unpack(value)
+        return message_id, expiry, expiry
+    found: tuple[int, int, int] = LATE_QUEUE_VALUE.unpack(value)
+    return found
+
+
+def _encode_refs(refs: Sequence[Ref]) -> bytes:
+    if len(refs) == 1:
+        prefix, expiry = refs[0]
+        return _ONE_REF.pack(expiry, len(prefix)) + prefix
+    prefixes = [prefix for prefix, _ in refs]
+    return b"".join((
+        _u64s(len(refs)).pack(*[expiry for _, expiry in refs]), _u16s(len(refs)).pack(*map(len, prefixes)),
+        *prefixes,
+    ))
+
+
+def _texts(properties: Mapping[str, str], system: Mapping[str, str]) -> Iterator[str]:
+    return chain(chain.from_iterable(properties.items()), chain.from_iterable(system.items()))
+
+
+def _encode_strings(properties: Mapping[str, str], system: Mapping[str, str]) -> tuple[int, bytes]:
+    """(format, bytes) of every property key and value: one join and one encode when no
+    string holds a NUL (the usual case), else length-prefixed."""
+    joined = "\x00".join(_texts(properties, system))
+    if joined.count("\x00") == 2 * (len(properties) + len(system)) - 1:
+        return STRINGS_JOINED, joined.encode("utf-8", _TEXT_ERRORS)
+    strings = [text.encode("utf-8", _TEXT_ERRORS) for text in _texts(properties, system)]
+    return STRINGS_SIZED, _u32s(len(strings)).pack(*map(len, strings)) + b"".join(strings)
+
+
+def encode_record(message: Message, refs: Sequence[Ref], max_expiry_ms: int) -> tuple[bytes, int]:
+    """The record of ``message`` and the offset where its refs end."""
+    properties = message.properties
+    system = message.system_properties
+    encoded_refs = _encode_refs(refs)
+    if properties or system:
+        strings_format, strings = _encode_strings(properties, system)
+    else:
+        strings_format, strings = STRINGS_JOINED, b""
+    head = RECORD_HEAD.pack(
+        message.enqueued_ms, max_expiry_ms, len(refs), len(encoded_refs),
+        strings_format, len(properties), len(system), len(strings),
+    )
+    return b"".join((head, encoded_refs, strings, message.body)), RECORD_HEAD.size + len(encoded_refs)
+
+
+def expiry_value(record: bytes, refs_end: int, record_size: int) -> bytes:
+    return U32.pack(record_size) + record[:refs_end]
+
+
+def decode_refs(buffer: bytes, offset: int, nrefs: int) -> list[Ref]:
+    """The refs stored at ``offset`` (just after a RECORD_HEAD)."""
+    if nrefs == 1:
+        expiry, length = _ONE_REF.unpack_from(buffer, offset)
+        start = offset + _ONE_REF.size
+        return [(buffer[start:start + length], expiry)]
+    expiries = _u64s(nrefs).unpack_from(buffer, offset)
+    offset += 8 * nrefs
+    lengths = _u16s(nrefs).unpack_from(buffer, offset)
+    offset += 2 * nrefs
+    refs = []
+    for length, expiry in zip(lengths, expiries, strict=True):
+        refs.append((buffer[offset:offset + length], expiry))
+        offset += length
+    return refs
+
+
+def decode_expiry_value(value: bytes) -> tuple[int, int, int, list[Ref]]:
+    """(record size, enqueued ms, max expiry ms, refs) of an expiry entry."""
+    record_size, enqueued, max_expiry, nrefs, *_ = EXPIRY_HEAD.unpack_from(value, 0)
+    return record_size, enqueued, max_expiry, decode_refs(value, EXPIRY_HEAD.size, nrefs)
+
+
+def _decode_strings(data: bytes, strings_format: int, count: int) -> list[str]:
+    if strings_format == STRINGS_JOINED:
+        return data.decode("utf-8", _TEXT_ERRORS).split("\x00")
+    lengths = _u32s(count).unpack_from(data, 0)
+    offset = 4 * count
+    strings = []
+    for length in lengths:
+        strings.append(data[offset:offset + length].decode("utf-8", _TEXT_ERRORS))
+        offset += length
+    return strings
+
+
+def decode_message(record: bytes) -> Message:
+    head = RECORD_HEAD.unpack_from(record, 0)
+    enqueued, _, _, refs_bytes, strings_format, nprops, nsys, strings_bytes = head
+    start = RECORD_HEAD.size + refs_bytes
+    body_start = start + strings_bytes
+    if not nprops and not nsys:
+        return Message(record[body_start:], enqueued_ms=enqueued)
+    texts = iter(_decode_strings(record[start:body_start], strings_format, 2 * (nprops + nsys)))
+    pairs = zip(texts, texts, strict=False)
+    properties = dict(islice(pairs, nprops)) if nprops else EMPTY_PROPERTIES
+    system = dict(pairs) if nsys else EMPTY_PROPERTIES
+    return Message(record[body_start:], properties, system, enqueued)
+
+
+def decode_record_refs(record: bytes) -> list[Ref]:
+    """The refs a record was stored with (stats, recovery checks)."""
+    nrefs = RECORD_HEAD.unpack_from(record, 0)[2]
+    return decode_refs(record, RECORD_HEAD.size, nrefs)

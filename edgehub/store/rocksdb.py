@@ -1,0 +1,190 @@
+"""The RocksDB backend (rocksdict): one column family per table, low-memory options (DESIGN §6).
+
+Bytes in, bytes out behind the KeyValue contract; it knows nothing of records.
+Only edgehub.store.open (called by the hub) constructs it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, cast
+
+from rocksdict import (
+    AccessType,
+    BlockBasedOptions,
+    Cache,
+    DBCompressionType,
+    DBRecoveryMode,
+    Options,
+    Rdict,
+    ReadOptions,
+    WriteOptions,
+)
+from rocksdict import WriteBatch as RocksWriteBatch
+
+from edgehub.errors import StoreError, StoreOpenError
+from edgehub.store.kv import MESSAGES, TABLE_NAMES, StoreCorruptError, WriteBatch
+
+MIB: Final = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class RocksTuning:
+    """Memory-relevant RocksDB options; applied to the DB and to EVERY column family.
+
+    edgeHub applies its small-memory options to the DB only, so each column family
+    keeps 64 MiB write buffers on 64-bit (DESIGN §6); here both get them.
+    """
+
+    write_buffer_bytes: int
+    message_write_buffer_bytes: int
+    max_write_buffers: int
+    total_write_buffer_bytes: int
+    block_cache_bytes: int
+    max_open_files: int
+    max_background_jobs: int
+    max_total_wal_bytes: int
+
+
+DEFAULT_TUNING: Final = RocksTuning(
+    write_buffer_bytes=16 * MIB,
+    message_write_buffer_bytes=64 * MIB,
+    max_write_buffers=3,
+    total_write_buffer_bytes=256 * MIB,
+    block_cache_bytes=64 * MIB,
+    max_open_files=512,
+    max_background_jobs=min(4, os.cpu_count() or 1),
+    max_total_wal_bytes=256 * MIB,
+)
+LOW_MEMORY_TUNING: Final = RocksTuning(
+    write_buffer_bytes=1 * MIB,
+    message_write_buffer_bytes=2 * MIB,
+    max_write_buffers=2,
+    total_write_buffer_bytes=8 * MIB,
+    block_cache_bytes=4 * MIB,
+    max_open_files=32,
+    max_background_jobs=1,
+    max_total_wal_bytes=16 * MIB,
+)
+
+
+def _table_options(tuning: RocksTuning, cache: Cache, write_buffer_bytes: int) -> Options:
+    options = Options(raw_mode=True)
+    options.set_write_buffer_size(write_buffer_bytes)
+    options.set_max_write_buffer_number(tuning.max_write_buffers)
+    options.set_compression_type(DBCompressionType.lz4())
+    table = BlockBasedOptions()
+    table.set_block_cache(cache)
+    table.set_bloom_filter(10, False)
+    table.set_cache_index_and_filter_blocks(True)  # index and filters count against the cache
+    options.set_block_based_table_factory(table)
+    return options
+
+
+def _db_options(tuning: RocksTuning, cache: Cache, *, create: bool) -> Options:
+    options = _table_options(tuning, cache, tuning.write_buffer_bytes)  # also the default family's
+    options.create_if_missing(create)
+    options.create_missing_column_families(create)
+    options.set_db_write_buffer_size(tuning.total_write_buffer_bytes)
+    options.set_max_open_files(tuning.max_open_files)
+    options.set_max_background_jobs(tuning.max_background_jobs)
+    options.set_max_total_wal_size(tuning.max_total_wal_bytes)
+    options.set_keep_log_file_num(2)
+    options.set_max_log_file_size(MIB)
+    # A kill -9 may tear the last unsynced WAL record; recover up to it.
+    options.set_wal_recovery_mode(DBRecoveryMode.point_in_time())
+    return options
+
+
+def _open_error(path: Path, exc: Exception) -> StoreOpenError:
+    text = str(exc)
+    if "Corruption" in text or ("MANIFEST" in text and "No such file" in text):
+        return StoreCorruptError(str(path), text)
+    if "lock" in text.lower():
+        return StoreOpenError(str(path), f"locked by another process or hub ({text})")
+    if "Permission denied" in text:
+        return StoreOpenError(str(path), f"permission denied ({text})")
+    return StoreOpenError(str(path), text)
+
+
+class RocksKeyValue:
+    """KeyValue over one RocksDB database with a column family per table."""
+
+    def __init__(self, path: Path, *, low_memory: bool, read_only: bool = False, create: bool = True) -> None:
+        self.path = path
+        self.tuning = LOW_MEMORY_TUNING if low_memory else DEFAULT_TUNING
+        tuning = self.tuning
+        cache = Cache(tuning.block_cache_bytes)  # one cache shared by every family
+        families = {
+            name: _table_options(
+                tuning, cache,
+                tuning.message_write_buffer_bytes if index == MESSAGES else tuning.write_buffer_bytes,
+            )
+            for index, name in enumerate(TABLE_NAMES)
+        }
+        access = AccessType.read_only(False) if read_only else AccessType.read_write()
+        try:
+            self._db: Rdict | None = Rdict(
+                str(path), _db_options(self.tuning, cache, create=create and not read_only),
+                column_families=families, access_type=access,
+            )
+            self._tables = tuple(self._db.get_column_family(name) for name in TABLE_NAMES)
+            self._handles = tuple(self._db.get_column_family_handle(name) for name in TABLE_NAMES)
+        except Exception as exc:  # rocksdict raises bare Exception with RocksDB's status text
+            raise _open_error(path, exc) from exc
+        self._sync_write = WriteOptions()
+        self._sync_write.sync = True
+        self._async_write = WriteOptions()
+
+    def get(self, table: int, key: bytes) -> bytes | None:
+        value: bytes | None = self._tables[table].get(key)
+        return value
+
+    def multi_get(self, table: int, keys: list[bytes]) -> list[bytes | None]:
+        if not keys:
+            return []
+        values = self._tables[table].get(keys)  # type: ignore[arg-type]  # stub's key list is invariant
+        return cast("list[bytes | None]", values)
+
+    def scan(self, table: int, start: bytes, stop: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        bounds = ReadOptions()
+        bounds.set_iterate_upper_bound(stop)
+        rows = self._tables[table].items(from_key=start, read_opt=bounds)
+        return list(itertools.islice(rows, limit))  # type: ignore[arg-type]  # raw mode: bytes pairs
+
+    def write(self, batch: WriteBatch, *, sync: bool) -> None:
+        rocks = RocksWriteBatch(raw_mode=True)
+        handles = self._handles
+        for table, deletes in enumerate(batch.deletes):
+            handle = handles[table]
+            for key in deletes:
+                rocks.delete(key, handle)
+        for table, puts in enumerate(batch.puts):
+            handle = handles[table]
+            for key, value in puts:
+                rocks.put(key, value, handle)
+        if self._db is None:
+            raise StoreError(f"store at {self.path} is closed")
+        try:
+            self._db.write(rocks, self._sync_write if sync else self._async_write)
+        except Exception as exc:  # rocksdict raises bare Exception with RocksDB's status text
+            raise StoreError(f"write to {self.path} failed: {exc}") from exc
+
+    def property(self, table: int, name: str) -> int | None:
+        """A RocksDB integer property of one family (e.g. ``rocksdb.block-cache-capacity``)."""
+        return self._tables[table].property_int_value(name)
+
+    def disk_bytes(self) -> int:
+        return sum(entry.stat().st_size for entry in os.scandir(self.path) if entry.is_file())
+
+    def close(self) -> None:
+        db, self._db = self._db, None
+        if db is None:
+            return
+        # Family handles keep the database open: drop them before closing it.
+        self._tables = ()
+        self._handles = ()
+        db.close()

@@ -1,0 +1,555 @@
+"""The store conformance suite: one set of tests every backend must pass (DESIGN §5, trio-style).
+
+Subclass StoreConformance as ``Test<Backend>Store`` and build ``stateful_store_test``
+per backend; nothing here picks a backend or touches files outside the given folder.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import unittest
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import ClassVar, Final
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from edgehub.errors import StoreError, StoreFullError, StoreOpenError
+from edgehub.message import Message, MessageId
+from edgehub.store import message_store
+from edgehub.store.base import Delivery, IngestItem, QueueKey
+from edgehub.store.kv import META, WriteBatch
+from edgehub.store.memory import MemoryKeyValue, MemoryStore
+from edgehub.store.message_store import MessageStore
+from edgehub.store.records import FORMAT_VERSION, META_FORMAT, U32
+
+StoreOpener = Callable[[Path, "int | None"], MessageStore]
+"""Opens the store kept in a folder (creating it); called again on the same folder it reopens it."""
+
+def memory_opener() -> StoreOpener:
+    """An opener for MemoryStore whose data outlives ``close`` per folder, so reopen is real."""
+    kvs: dict[Path, MemoryKeyValue] = {}
+
+    def open_memory(folder: Path, max_size_bytes: int | None) -> MessageStore:
+        return MemoryStore(max_size_bytes=max_size_bytes, kv=kvs.setdefault(folder, MemoryKeyValue()))
+
+    return open_memory
+
+
+NOW: Final = 1_700_000_000_000
+HOUR: Final = 3_600_000
+UPSTREAM: Final = QueueKey("$upstream")
+MODULE: Final = QueueKey("/modules/filter/inputs/in", 1)
+MODULE_URGENT: Final = QueueKey("/modules/filter/inputs/in", 0)
+
+
+def item(body: bytes, *deliveries: Delivery, properties: dict[str, str] | None = None) -> IngestItem:
+    return IngestItem(Message(body, properties or {}, {"connectionDeviceId": "d1"}, NOW), deliveries)
+
+
+def to(queue: QueueKey, expiry_ms: int = NOW + HOUR) -> Delivery:
+    return Delivery(queue, expiry_ms)
+
+
+def bodies(store: MessageStore, queue: QueueKey, now_ms: int = NOW, after: MessageId = 0) -> list[bytes]:
+    return [queued.message.body for queued in store.read(queue, after, 1000, now_ms)]
+
+
+class StoreConformance:
+    """Behaviour every Store backend shares. Subclasses implement ``open_at``.
+
+    ``reopens`` is False for a backend whose data does not outlive ``close``.
+    """
+
+    reopens: ClassVar[bool] = True
+
+    def open_at(self, folder: Path, max_size_bytes: int | None) -> MessageStore:
+        raise NotImplementedError
+
+    @pytest.fixture(autouse=True)
+    def _stores(self, tmp_path: Path) -> Iterator[None]:
+        self.folder = tmp_path / "store"
+        self.opened: list[MessageStore] = []
+        yield
+        for store in self.opened:
+            store.close()
+
+    def open(self, max_size_bytes: int | None = None) -> MessageStore:
+        store = self.open_at(self.folder, max_size_bytes)
+        self.opened.append(store)
+        return store
+
+    def reopen(self, store: MessageStore, max_size_bytes: int | None = None) -> MessageStore:
+        store.close()
+        return self.open(max_size_bytes)
+
+    # -- order, queues, priorities ---------------------------------------------------
+
+    def test_ids_increase_and_each_queue_reads_in_ingest_order(self) -> None:
+        store = self.open()
+        first = store.append([item(b"a", to(UPSTREAM)), item(b"b", to(UPSTREAM))])
+        second = store.append([item(b"c", to(UPSTREAM))])
+        ids = first + second
+        assert ids == sorted(ids)
+        assert len(set(ids)) == 3
+        assert [queued.id for queued in store.read(UPSTREAM, 0, 10, NOW)] == ids
+        assert bodies(store, UPSTREAM) == [b"a", b"b", b"c"]
+
+    def test_item_without_deliveries_is_not_stored(self) -> None:
+        store = self.open()
+        ids = store.append([item(b"lost"), item(b"kept", to(UPSTREAM))])
+        assert ids[0] == -1
+        assert ids[1] > 0
+        assert store.message_count() == 1
+        assert bodies(store, UPSTREAM) == [b"kept"]
+
+    def test_message_for_several_queues_is_stored_once_and_read_from_each(self) -> None:
+        store = self.open()
+        [message_id] = store.append([item(b"both", to(UPSTREAM), to(MODULE))])
+        assert store.message_count() == 1
+        assert [q.id for q in store.read(UPSTREAM, 0, 10, NOW)] == [message_id]
+        assert [q.id for q in store.read(MODULE, 0, 10, NOW)] == [message_id]
+        assert store.queue_lengths() == {UPSTREAM: 1, MODULE: 1}
+
+    def test_priorities_of_one_endpoint_are_separate_queues(self) -> None:
+        store = self.open()
+        store.append([item(b"slow", to(MODULE)), item(b"fast", to(MODULE_URGENT))])
+        assert bodies(store, MODULE_URGENT) == [b"fast"]
+        assert bodies(store, MODULE) == [b"slow"]
+        assert store.queues() == sorted([MODULE, MODULE_URGENT])
+
+    def test_read_honours_after_and_limit(self) -> None:
+        store = self.open()
+        ids = store.append([item(bytes([n]), to(UPSTREAM)) for n in range(10)])
+        assert [q.id for q in store.read(UPSTREAM, ids[3], 4, NOW)] == ids[4:8]
+        assert store.read(UPSTREAM, ids[-1], 10, NOW) == []
+        assert store.read(QueueKey("never-used"), 0, 10, NOW) == []
+
+    def test_message_round_trips_properties_and_body(self) -> None:
+        store = self.open()
+        message = Message(
+            bytes(range(256)) * 300,
+            {"temp": "21.5", "ünï": "çødé", "empty": ""},
+            {"connectionDeviceId": "d1", "connectionModuleId": "m", "contentType": "application/json"},
+            NOW - 5,
+        )
+        store.append([IngestItem(message, (to(UPSTREAM),)), IngestItem(Message(b""), (to(UPSTREAM),))])
+        read = store.read(UPSTREAM, 0, 10, NOW)
+        assert read[0].message == message
+        assert read[0].queue == UPSTREAM
+        assert read[0].expiry_ms == NOW + HOUR
+        assert read[1].message.body == b""
+        assert not read[1].message.properties
+
+    def test_a_queue_listed_twice_in_one_item_gets_one_ref(self) -> None:
+        store = self.open()
+        store.append([item(b"once", to(UPSTREAM), to(UPSTREAM, NOW + 2 * HOUR))])
+        assert bodies(store, UPSTREAM) == [b"once"]
+        assert store.queue_lengths() == {UPSTREAM: 1}
+
+    def test_invalid_queue_names_are_refused(self) -> None:
+        store = self.open()
+        with pytest.raises(ValueError, match="NUL"):
+            store.append([item(b"x", to(QueueKey("a\x00b")))])
+        with pytest.raises(ValueError, match="priority"):
+            store.append([item(b"x", to(QueueKey("a", -1)))])
+        assert store.message_count() == 0
+
+    # -- checkpoint and reclaim ----------------------------------------------------
+
+    def test_checkpoint_hides_delivered_messages(self) -> None:
+        store = self.open()
+        ids = store.append([item(bytes([n]), to(UPSTREAM)) for n in range(5)])
+        store.checkpoint(UPSTREAM, ids[2])
+        assert [q.id for q in store.read(UPSTREAM, 0, 10, NOW)] == ids[3:]
+        assert store.queue_lengths()[UPSTREAM] == 2
+        assert store.checkpoint_of(UPSTREAM) == ids[2]
+        store.checkpoint(UPSTREAM, ids[1])  # going back is a no-op
+        assert store.checkpoint_of(UPSTREAM) == ids[2]
+
+    def test_body_is_reclaimed_only_when_every_queue_delivered_it(self) -> None:
+        store = self.open()
+        [message_id] = store.append([item(b"both", to(UPSTREAM), to(MODULE))])
+        size = store.size_bytes()
+        assert size > 0
+        store.checkpoint(UPSTREAM, message_id)
+        assert store.size_bytes() == size
+        assert bodies(store, MODULE) == [b"both"]
+        store.checkpoint(MODULE, message_id)
+        assert store.size_bytes() == 0
+        assert store.message_count() == 0
+        assert store.queue_lengths() == {UPSTREAM: 0, MODULE: 0}
+
+    def test_checkpoint_beyond_the_last_id_does_not_swallow_later_messages(self) -> None:
+        store = self.open()
+        [first] = store.append([item(b"a", to(UPSTREAM))])
+        store.checkpoint(UPSTREAM, first + 1000)
+        store.append([item(b"b", to(UPSTREAM))])
+        assert bodies(store, UPSTREAM) == [b"b"]
+
+    def test_checkpoint_of_a_new_queue_registers_it(self) -> None:
+        store = self.open()
+        store.append([item(b"a", to(UPSTREAM))])
+        store.checkpoint(MODULE, 1)
+        assert MODULE in store.queues()
+
+    # -- TTL -------------------------------------------------------------------------
+
+    def test_expired_message_is_never_read(self) -> None:
+        store = self.open()
+        store.append([item(b"short", to(UPSTREAM, NOW + 10)), item(b"long", to(UPSTREAM))])
+        assert bodies(store, UPSTREAM, NOW + 9) == [b"short", b"long"]
+        assert bodies(store, UPSTREAM, NOW + 10) == [b"long"]
+
+    def test_read_skips_a_long_run_of_expired_refs(self) -> None:
+        store = self.open()
+        store.append([item(b"old", to(UPSTREAM, NOW)) for _ in range(300)] + [item(b"new", to(UPSTREAM))])
+        assert bodies(store, UPSTREAM, NOW) == [b"new"]
+        assert [q.message.body for q in store.read(UPSTREAM, 0, 1, NOW)] == [b"new"]
+
+    def test_expire_reclaims_a_queue_nobody_reads(self) -> None:
+        store = self.open()
+        store.append([item(b"x", to(UPSTREAM, NOW + 10)) for _ in range(3)])
+        assert store.expire(NOW + 9) == {}
+        assert store.message_count() == 3
+        assert store.expire(NOW + 10) == {UPSTREAM: 3}
+        assert store.size_bytes() == 0
+        assert store.message_count() == 0
+        assert store.queue_lengths() == {UPSTREAM: 0}
+        assert store.expire(NOW + 20) == {}
+
+    def test_expiry_is_per_ref(self) -> None:
+        store = self.open()
+        [message_id] = store.append([item(b"m", to(UPSTREAM, NOW + 10), to(MODULE, NOW + 100))])
+        assert store.expire(NOW + 50) == {UPSTREAM: 1}
+        assert bodies(store, UPSTREAM, NOW) == []
+        assert bodies(store, MODULE, NOW + 50) == [b"m"]
+        assert store.message_count() == 1
+        store.checkpoint(MODULE, message_id)
+        assert store.message_count() == 0
+        assert store.size_bytes() == 0
+
+    def test_body_reclaimed_when_one_ref_delivered_and_the_other_expires(self) -> None:
+        store = self.open()
+        [message_id] = store.append([item(b"m", to(UPSTREAM, NOW + 10), to(MODULE, NOW + 100))])
+        store.checkpoint(MODULE, message_id)
+        assert store.message_count() == 1
+        assert store.expire(NOW + 10) == {UPSTREAM: 1}
+        assert store.message_count() == 0
+        assert store.size_bytes() == 0
+        assert store.expire(NOW + 200) == {}
+
+    def test_delivered_ref_is_not_counted_as_dropped(self) -> None:
+        store = self.open()
+        ids = store.append([item(b"a", to(UPSTREAM, NOW + 10)), item(b"b", to(UPSTREAM, NOW + 10))])
+        store.checkpoint(UPSTREAM, ids[0])
+        assert store.expire(NOW + 10) == {UPSTREAM: 1}
+        assert store.message_count() == 0
+
+    def test_delivery_expiring_before_the_last_expire_run_is_dropped_by_the_next(self) -> None:
+        store = self.open()
+        store.expire(NOW)
+        [message_id] = store.append([item(b"late", to(UPSTREAM, NOW - 1), to(MODULE))])
+        assert {queue.queue: queue.length for queue in store.stats().queues}[UPSTREAM] == 1
+        assert bodies(store, UPSTREAM, NOW) == []
+        assert bodies(store, UPSTREAM, NOW - 5) == [b"late"]  # the clock went back: not expired yet
+        assert store.expire(NOW + 1) == {UPSTREAM: 1}
+        assert store.message_count() == 1
+        assert bodies(store, MODULE, NOW + 1) == [b"late"]
+        store.checkpoint(MODULE, message_id)
+        assert store.message_count() == 0
+
+    def test_expire_runs_in_chunks_and_cuts_only_between_expiry_times(
+        self, monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setattr(message_store, "EXPIRE_CHUNK", 3)
+        store = self.open()
+        # Five messages share one expiry time, then singles: a chunk must take all five.
+        items = [item(b"same", to(UPSTREAM, NOW + 5), to(MODULE, NOW + 50)) for _ in range(5)]
+        items += [item(bytes([n]), to(UPSTREAM, NOW + 6 + n)) for n in range(7)]
+        store.append(items)
+        assert store.expire(NOW + 20) == {UPSTREAM: 12}
+        assert store.message_count() == 5
+        assert bodies(store, MODULE, NOW + 20) == [b"same"] * 5
+        assert store.expire(NOW + 50) == {MODULE: 5}
+        assert store.size_bytes() == 0
+
+    # -- size limit ------------------------------------------------------------------
+
+    def test_full_store_refuses_a_batch_and_writes_nothing(self) -> None:
+        store = self.open(max_size_bytes=2000)
+        [kept] = store.append([item(b"k" * 900, to(UPSTREAM))])
+        size = store.size_bytes()
+        next_id = store.next_id
+        with pytest.raises(StoreFullError):
+            store.append([item(b"s", to(UPSTREAM)), item(b"x" * 1200, to(MODULE))])
+        assert store.size_bytes() == size
+        assert store.next_id == next_id
+        assert MODULE not in store.queues()
+        assert bodies(store, UPSTREAM) == [b"k" * 900]
+        store.checkpoint(UPSTREAM, kept)
+        store.append([item(b"x" * 1200, to(MODULE))])
+        assert bodies(store, MODULE) == [b"x" * 1200]
+
+    def test_expire_makes_room_again(self) -> None:
+        store = self.open(max_size_bytes=1500)
+        store.append([item(b"k" * 1000, to(UPSTREAM, NOW + 10))])
+        with pytest.raises(StoreFullError):
+            store.append([item(b"n" * 1000, to(UPSTREAM))])
+        store.expire(NOW + 10)
+        store.append([item(b"n" * 1000, to(UPSTREAM))])
+        assert bodies(store, UPSTREAM, NOW + 10) == [b"n" * 1000]
+
+    # -- reopen ----------------------------------------------------------------------
+
+    def test_reopen_recovers_queues_checkpoints_lengths_size_and_counter(self) -> None:
+        if not self.reopens:
+            pytest.skip("this backend keeps nothing across close")
+        store = self.open()
+        ids = store.append([item(bytes([n]), to(UPSTREAM), to(MODULE, NOW + 10)) for n in range(6)])
+        store.checkpoint(UPSTREAM, ids[1])
+        store.expire(NOW + 10)
+        before = (store.queues(), store.queue_lengths(), store.size_bytes(), store.message_count(),
+                  store.next_id, store.stats())
+        store = self.reopen(store)
+        after = (store.queues(), store.queue_lengths(), store.size_bytes(), store.message_count(),
+                 store.next_id, store.stats())
+        assert after == before
+        assert store.checkpoint_of(UPSTREAM) == ids[1]
+        assert bodies(store, UPSTREAM, NOW + 10) == [bytes([n]) for n in range(2, 6)]
+        assert bodies(store, MODULE) == []
+        [new] = store.append([item(b"new", to(UPSTREAM))])
+        assert new > ids[-1]
+
+    def test_ids_never_go_back_after_everything_was_deleted(self) -> None:
+        if not self.reopens:
+            pytest.skip("this backend keeps nothing across close")
+        store = self.open()
+        ids = store.append([item(b"a", to(UPSTREAM)), item(b"b", to(UPSTREAM))])
+        store.checkpoint(UPSTREAM, ids[-1])
+        assert store.message_count() == 0
+        store = self.reopen(store)
+        [new] = store.append([item(b"c", to(UPSTREAM))])
+        assert new > ids[-1]
+        assert bodies(store, UPSTREAM) == [b"c"]
+
+    def test_reopen_keeps_expiry_progress(self) -> None:
+        if not self.reopens:
+            pytest.skip("this backend keeps nothing across close")
+        store = self.open()
+        [message_id] = store.append([item(b"m", to(UPSTREAM, NOW + 10), to(MODULE))])
+        assert store.expire(NOW + 10) == {UPSTREAM: 1}
+        store = self.reopen(store)
+        store.checkpoint(MODULE, message_id)  # the expired ref is known gone after reopen
+        assert store.message_count() == 0
+        assert store.size_bytes() == 0
+
+    def test_newer_format_version_is_refused(self) -> None:
+        if not self.reopens:
+            pytest.skip("this backend keeps nothing across close")
+        store = self.open()
+        store.append([item(b"a", to(UPSTREAM))])
+        batch = WriteBatch()
+        batch.put(META, META_FORMAT, U32.pack(FORMAT_VERSION + 1))
+        store.kv.write(batch, sync=True)
+        store.close()
+        with pytest.raises(StoreOpenError, match="newer"):
+            self.open()
+
+    # -- views and lifecycle ---------------------------------------------------------
+
+    def test_stats_report_each_queue(self) -> None:
+        store = self.open()
+        store.append([item(b"a" * 100, to(UPSTREAM), to(MODULE)), item(b"b" * 100, to(UPSTREAM))])
+        stats = store.stats()
+        by_queue = {queue.queue: queue for queue in stats.queues}
+        assert by_queue[UPSTREAM].length == 2
+        assert by_queue[MODULE].length == 1
+        assert by_queue[UPSTREAM].oldest_enqueued_ms == NOW
+        assert by_queue[UPSTREAM].bytes > by_queue[MODULE].bytes > 100
+        assert stats.message_count == 2
+        assert stats.size_bytes == store.size_bytes()
+
+    def test_closed_store_refuses_writes_and_close_is_idempotent(self) -> None:
+        store = self.open()
+        store.close()
+        store.close()
+        with pytest.raises(StoreError, match="closed"):
+            store.append([item(b"a", to(UPSTREAM))])
+        with pytest.raises(StoreError, match="closed"):
+            store.checkpoint(UPSTREAM, 1)
+
+    def test_appends_from_a_thread_while_the_loop_thread_reads_and_checkpoints(self) -> None:
+        store = self.open()
+        rounds = 200
+        writer = threading.Thread(
+            target=lambda: [store.append([item(b"t", to(UPSTREAM))]) for _ in range(rounds)],
+        )
+        writer.start()
+        delivered = 0
+        while writer.is_alive() or delivered < rounds:
+            read = store.read(UPSTREAM, 0, 50, NOW)
+            if read:
+                store.checkpoint(UPSTREAM, read[-1].id)
+                delivered += len(read)
+            elif not writer.is_alive() and not store.read(UPSTREAM, 0, 1, NOW):
+                break
+        writer.join()
+        assert delivered == rounds
+        assert store.message_count() == 0
+        assert store.size_bytes() == 0
+
+
+# -- stateful model ------------------------------------------------------------------
+
+_QUEUES: Final = (UPSTREAM, MODULE, MODULE_URGENT)
+
+
+class _ModelMessage:
+    """A stored body and, per queue, its TTL expiry and the time an expire run drops it:
+    the expiry, or just after the last run when the expiry was already past it."""
+
+    __slots__ = ("body", "drops", "refs")
+
+    def __init__(self, body: bytes, refs: dict[QueueKey, int], expired_upto: int) -> None:
+        self.body = body
+        self.refs = refs
+        self.drops = {queue: max(expiry, expired_upto + 1) for queue, expiry in refs.items()}
+
+
+class StoreModel(RuleBasedStateMachine):
+    """Random appends, reads, checkpoints, expiry runs and reopens, checked against
+    plain Python queues. Subclasses set ``opener``."""
+
+    opener: ClassVar[StoreOpener]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = tempfile.TemporaryDirectory(prefix="edgehub-model-")
+        self.folder = Path(self.tmp.name) / "store"
+        self.max_size: int | None = None
+        self.store = type(self).opener(self.folder, None)
+        self.now = NOW
+        self.expired_upto = 0
+        self.last_id = 0
+        self.messages: dict[int, _ModelMessage] = {}
+        self.checkpoints: dict[QueueKey, int] = {}
+        self.removed: set[tuple[QueueKey, int]] = set()
+        self.used: set[QueueKey] = set()
+
+    def teardown(self) -> None:
+        self.store.close()
+        self.tmp.cleanup()
+
+    def _live_refs(self, queue: QueueKey) -> list[tuple[int, int]]:
+        checkpoint = self.checkpoints.get(queue, 0)
+        return sorted(
+            (message_id, message.refs[queue]) for message_id, message in self.messages.items()
+            if queue in message.refs and message_id > checkpoint and (queue, message_id) not in self.removed
+        )
+
+    def _reclaim(self) -> None:
+        for message_id in [
+            message_id for message_id, message in self.messages.items()
+            if all(
+                self.checkpoints.get(queue, 0) >= message_id or (queue, message_id) in self.removed
+                for queue in message.refs
+            )
+        ]:
+            del self.messages[message_id]
+
+    @rule(
+        batch=st.lists(
+            st.tuples(
+                st.binary(max_size=40),
+                st.dictionaries(st.sampled_from(_QUEUES), st.integers(-20, 200), max_size=3),
+            ),
+            min_size=1, max_size=6,
+        ),
+    )
+    def append(self, batch: list[tuple[bytes, dict[QueueKey, int]]]) -> None:
+        items = [item(body, *(to(queue, self.now + offset) for queue, offset in refs.items()))
+                 for body, refs in batch]
+        try:
+            ids = self.store.append(items)
+        except StoreFullError:
+            assert self.max_size is not None
+            return
+        for (body, refs), message_id in zip(batch, ids, strict=True):
+            if not refs:
+                assert message_id == -1
+                continue
+            assert message_id > self.last_id
+            self.last_id = message_id
+            self.used.update(refs)
+            expiries = {queue: self.now + offset for queue, offset in refs.items()}
+            self.messages[message_id] = _ModelMessage(body, expiries, self.expired_upto)
+        if self.max_size is not None:
+            assert self.store.size_bytes() <= self.max_size
+
+    @rule(queue=st.sampled_from(_QUEUES), back=st.integers(0, 8), limit=st.integers(1, 6))
+    def read(self, queue: QueueKey, back: int, limit: int) -> None:
+        after = max(0, self.last_id - back)
+        expected = [(message_id, expiry) for message_id, expiry in self._live_refs(queue)
+                    if message_id > after and expiry > self.now][:limit]
+        read = self.store.read(queue, after, limit, self.now)
+        assert [(q.id, q.expiry_ms) for q in read] == expected
+        assert [q.message.body for q in read] == [self.messages[i].body for i, _ in expected]
+
+    @rule(queue=st.sampled_from(_QUEUES), back=st.integers(-2, 8))
+    def checkpoint(self, queue: QueueKey, back: int) -> None:
+        upto = min(self.last_id - back, self.last_id)
+        self.store.checkpoint(queue, upto)
+        if upto > self.checkpoints.get(queue, 0):
+            self.used.add(queue)
+            self.checkpoints[queue] = upto
+        self._reclaim()
+
+    @rule(step=st.integers(1, 120))
+    def advance(self, step: int) -> None:
+        self.now += step
+
+    @rule()
+    def expire(self) -> None:
+        dropped: dict[QueueKey, int] = {}
+        for message_id, message in self.messages.items():
+            for queue, drop in message.drops.items():
+                if (drop <= self.now and self.checkpoints.get(queue, 0) < message_id
+                        and (queue, message_id) not in self.removed):
+                    self.removed.add((queue, message_id))
+                    dropped[queue] = dropped.get(queue, 0) + 1
+        self.expired_upto = max(self.expired_upto, self.now)
+        assert self.store.expire(self.now) == {q: n for q, n in dropped.items() if n}
+        self._reclaim()
+
+    @rule(limit=st.sampled_from([None, 600, 2000]))
+    def reopen(self, limit: int | None) -> None:
+        before = (self.store.size_bytes(), self.store.queue_lengths(), self.store.next_id)
+        self.store.close()
+        self.store = type(self).opener(self.folder, limit)
+        self.max_size = limit
+        assert (self.store.size_bytes(), self.store.queue_lengths(), self.store.next_id) == before
+
+    @invariant()
+    def counts_match_the_model(self) -> None:
+        assert self.store.message_count() == len(self.messages)
+        assert (self.store.size_bytes() == 0) == (not self.messages)
+        lengths = self.store.queue_lengths()
+        for queue in _QUEUES:
+            assert lengths.get(queue, 0) == len(self._live_refs(queue))
+        assert set(self.store.queues()) == self.used
+
+
+def stateful_store_test(opener: StoreOpener, *, max_examples: int = 40) -> type[unittest.TestCase]:
+    """A TestCase running StoreModel against the backend ``opener`` opens."""
+    machine: type[StoreModel] = type("StoreModelFor", (StoreModel,), {"opener": staticmethod(opener)})
+    case: type[unittest.TestCase] = machine.TestCase
+    case.settings = settings(  # type: ignore[attr-defined]  # hypothesis reads it off the TestCase
+        max_examples=max_examples, stateful_step_count=40, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    return case

@@ -1,0 +1,125 @@
+"""kill -9 at random moments loses no acked message and leaves a consistent store (DESIGN §1, 1 and 2)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import signal
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Final, Literal
+
+import pytest
+
+from edgehub.store.kv import EXPIRY, MESSAGES, QUEUES
+from edgehub.store.message_store import MessageStore
+from edgehub.store.open import open_store
+from edgehub.store.records import (
+    EXPIRY_HEAD,
+    EXPIRY_KEY,
+    RECORD_HEAD,
+    RECORD_KEY_BYTES,
+    U64,
+    decode_queue_value,
+)
+from tests.store.crash_writer import DELIVERED, KEPT, digest, write_until_killed
+
+ROUNDS: Final = 50
+BUDGET_SECONDS: Final = 30.0
+
+
+def _collect(reader: Connection, reported: dict[int, bytes], until: float, *, first: bool = False) -> None:
+    """Read reports until ``until`` (or the first one, or the writer's end of the pipe)."""
+    while (left := until - time.monotonic()) > 0 and reader.poll(left):
+        try:
+            chunk = reader.recv_bytes()
+        except (EOFError, OSError):  # the writer's end closed, maybe in the middle of a report
+            return
+        for line in chunk.splitlines():
+            message_id, _, body = line.partition(b" ")
+            reported[int(message_id)] = body
+        if first:
+            return
+
+
+def _kept_bodies(store: MessageStore) -> dict[int, bytes]:
+    found: dict[int, bytes] = {}
+    now = int(time.time() * 1000)
+    after = 0
+    while read := store.read(KEPT, after, 1000, now):
+        found.update((queued.id, digest(queued.message.body)) for queued in read)
+        after = read[-1].id
+    return found
+
+
+def _assert_consistent(store: MessageStore) -> None:
+    """Every ref has its body and expiry entry; every body its latest expiry entry; size adds up."""
+    kv = store.kv
+    refs = kv.scan(QUEUES, b"", b"\xff", 10**9)
+    for key, value in refs:
+        message_id, _, index = decode_queue_value(value)
+        assert key.endswith(U64.pack(message_id))
+        assert kv.get(MESSAGES, U64.pack(message_id)) is not None, f"ref {message_id} without body"
+        assert kv.get(EXPIRY, EXPIRY_KEY.pack(index, message_id)) is not None
+    size = 0
+    for key, record in kv.scan(MESSAGES, b"", b"\xff", 10**9):
+        size += len(record) + RECORD_KEY_BYTES
+        max_expiry = RECORD_HEAD.unpack_from(record, 0)[1]
+        head = kv.get(EXPIRY, EXPIRY_KEY.pack(max_expiry, U64.unpack(key)[0]))
+        assert head is not None, "body without its expiry entry"
+        assert EXPIRY_HEAD.unpack_from(head, 0)[0] == len(record) + RECORD_KEY_BYTES
+    assert store.size_bytes() == size
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["rocksdb", "sqlite"])
+def test_kill_at_a_random_moment_loses_no_acked_message(
+    tmp_path: Path, backend: Literal["rocksdb", "sqlite"],
+) -> None:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tests.store.crash_writer"])
+    folder = tmp_path / "store"
+    rng = random.Random()
+    acked = losses = rounds = 0
+    last_id = 0
+    started = time.monotonic()
+    while rounds < ROUNDS:
+        assert time.monotonic() - started < BUDGET_SECONDS, f"only {rounds} rounds in {BUDGET_SECONDS} s"
+        sync = rounds % 2 == 0
+        reader, writer = context.Pipe(duplex=False)
+        child = context.Process(
+            target=write_until_killed, args=(str(folder), backend, sync, writer), daemon=True,
+        )
+        child.start()
+        writer.close()
+        reported: dict[int, bytes] = {}
+        _collect(reader, reported, time.monotonic() + 10, first=True)
+        assert child.pid is not None
+        assert reported, "the writer reported nothing within 10 s"
+        _collect(reader, reported, time.monotonic() + rng.uniform(0.0, 0.06))
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(10)
+        assert child.exitcode == -signal.SIGKILL
+        _collect(reader, reported, time.monotonic() + 1)  # what was written before the kill
+        reader.close()
+
+        store = open_store(folder, backend=backend)
+        try:
+            _assert_consistent(store)
+            assert min(reported) > last_id, "an id was handed out twice"
+            found = _kept_bodies(store)
+            lost = [message_id for message_id, body in reported.items() if found.get(message_id) != body]
+            losses += len(lost)
+            assert not lost, f"round {rounds}: acked ids lost or damaged: {lost[:10]}"
+            last_id = max(max(reported), max(found, default=0))
+            acked += len(reported)
+            store.checkpoint(KEPT, store.next_id - 1)  # keep the store small for the next round
+            store.checkpoint(DELIVERED, store.next_id - 1)
+            assert store.message_count() == 0
+        finally:
+            store.close()
+        rounds += 1
+    print(f"crash {backend}: {rounds} rounds, {acked} acked messages, {losses} lost, "
+          f"{time.monotonic() - started:.1f} s")

@@ -1,0 +1,111 @@
+"""MessageStore details beyond the conformance suite: costs, sync use, corruption detection, read-only."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgehub.errors import StoreError
+from edgehub.store.kv import CHECKPOINTS, EXPIRY, MESSAGES, META, StoreCorruptError, WriteBatch
+from edgehub.store.memory import MemoryKeyValue, MemoryStore
+from edgehub.store.message_store import MessageStore
+from edgehub.store.records import RECORD_KEY_BYTES, U64
+from edgehub.testing.store_suite import HOUR, MODULE, NOW, UPSTREAM, item, to
+
+
+class CountingKeyValue(MemoryKeyValue):
+    """Counts rows scanned per table and the sync flag of each write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows_scanned = [0] * 5
+        self.syncs: list[bool] = []
+
+    def scan(self, table: int, start: bytes, stop: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        rows = super().scan(table, start, stop, limit)
+        self.rows_scanned[table] += len(rows)
+        return rows
+
+    def write(self, batch: WriteBatch, *, sync: bool) -> None:
+        self.syncs.append(sync)
+        super().write(batch, sync=sync)
+
+
+def test_expire_reads_only_the_expired_part_of_the_index() -> None:
+    kv = CountingKeyValue()
+    store = MessageStore(kv)
+    store.append([item(b"later", to(UPSTREAM, NOW + HOUR)) for _ in range(500)])
+    store.append([item(b"soon", to(UPSTREAM, NOW + 10)) for _ in range(3)])
+    kv.rows_scanned[EXPIRY] = 0
+    assert store.expire(NOW + 10) == {UPSTREAM: 3}
+    assert kv.rows_scanned[EXPIRY] == 3
+    store.expire(NOW + 20)
+    assert kv.rows_scanned[EXPIRY] == 3
+    assert kv.rows_scanned[MESSAGES] == 0  # bodies are never read to expire them
+
+
+def test_only_appends_of_a_sync_store_are_fsynced() -> None:
+    kv = CountingKeyValue()
+    store = MessageStore(kv, sync=True)
+    kv.syncs.clear()
+    [message_id] = store.append([item(b"a", to(UPSTREAM, NOW + 10))])
+    store.checkpoint(UPSTREAM, message_id)
+    store.expire(NOW + 10)
+    # A lost checkpoint means a duplicate (allowed), never a lost message.
+    assert kv.syncs == [True, False, False]
+
+
+def test_size_is_the_bytes_of_the_live_records() -> None:
+    store = MemoryStore()
+    store.append([item(b"x" * n, to(UPSTREAM), to(MODULE, NOW + 10)) for n in (0, 10, 1000)])
+    records = store.kv.scan(MESSAGES, b"", b"\xff", 100)
+    assert store.size_bytes() == sum(len(value) + RECORD_KEY_BYTES for _, value in records)
+    assert store.message_count() == 3
+
+
+def test_non_empty_store_without_a_format_version_is_corrupt() -> None:
+    kv = MemoryKeyValue()
+    batch = WriteBatch()
+    batch.put(MESSAGES, U64.pack(1), b"orphan")
+    kv.write(batch, sync=False)
+    with pytest.raises(StoreCorruptError, match="format version missing"):
+        MessageStore(kv)
+
+
+def test_undecodable_entries_are_reported_as_corruption() -> None:
+    kv = MemoryKeyValue()
+    MessageStore(kv).close()
+    batch = WriteBatch()
+    batch.put(CHECKPOINTS, b"no separator", U64.pack(0))
+    kv.write(batch, sync=False)
+    with pytest.raises(StoreCorruptError, match="undecodable"):
+        MessageStore(kv)
+
+
+def test_missing_id_counter_is_corruption() -> None:
+    kv = MemoryKeyValue()
+    MessageStore(kv).close()
+    batch = WriteBatch()
+    batch.delete(META, b"next_id")
+    kv.write(batch, sync=False)
+    with pytest.raises(StoreCorruptError, match="id counter"):
+        MessageStore(kv)
+
+
+def test_read_only_store_writes_nothing_even_when_empty() -> None:
+    kv = CountingKeyValue()
+    store = MessageStore(kv, read_only=True)
+    assert kv.syncs == []
+    with pytest.raises(StoreError, match="read-only"):
+        store.append([item(b"a", to(UPSTREAM))])
+    with pytest.raises(StoreError, match="read-only"):
+        store.expire(NOW)
+
+
+def test_lengths_and_checkpoints_are_kept_per_queue() -> None:
+    store = MemoryStore()
+    ids = store.append([item(b"a", to(UPSTREAM), to(MODULE)), item(b"b", to(UPSTREAM))])
+    store.checkpoint(UPSTREAM, ids[0])
+    assert store.queue_lengths() == {UPSTREAM: 1, MODULE: 1}
+    assert store.checkpoint_of(UPSTREAM) == ids[0]
+    assert store.checkpoint_of(MODULE) == 0
+    assert store.next_id == ids[-1] + 1
