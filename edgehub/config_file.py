@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from edgehub.auth.authorize import EDGE_HUB_MODULE
 from edgehub.auth.identities import IdentitySpec
 from edgehub.errors import ConfigError
 from edgehub.message import Identity
@@ -499,8 +500,10 @@ def _identity(entry: object, path: str, base_dir: Path | None, report: _Report) 
     _unknown_keys(obj, path, _IDENTITY_KEYS, report)
     device_id = _id(obj.get("deviceId"), _child(path, "deviceId"), report)
     module_id = _id(obj["moduleId"], _child(path, "moduleId"), report) if "moduleId" in obj else None
-    if module_id is not None and module_id.startswith("$"):
-        report.problem(_child(path, "moduleId"), "ids starting with $ are reserved for system modules")
+    if module_id is not None and module_id.startswith("$") and module_id != EDGE_HUB_MODULE:
+        # $edgeHub is a child edge hub connecting to this one (nested IoT Edge); other $ ids are reserved.
+        reason = f"ids starting with $ are reserved for system modules (only {EDGE_HUB_MODULE} is allowed)"
+        report.problem(_child(path, "moduleId"), reason)
     keys = {name: _symmetric_key(obj[name], _child(path, name), report) for name in _KEY_NAMES if name in obj}
     if "secondaryKey" in obj and "primaryKey" not in obj:
         report.problem(_child(path, "secondaryKey"), "given without primaryKey")

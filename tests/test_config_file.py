@@ -272,7 +272,7 @@ def test_twin_metadata_keys_are_ignored() -> None:
         ),
         (desired(identities=[{"deviceId": "s1\n", "primaryKey": KEY}]), "identities[0].deviceId", "1 to 128"),
         (
-            desired(identities=[{"deviceId": "edge", "moduleId": "$edgeHub", "primaryKey": KEY}]),
+            desired(identities=[{"deviceId": "edge", "moduleId": "$edgeAgent", "primaryKey": KEY}]),
             "identities[0].moduleId",
             "reserved for system modules",
         ),
@@ -386,6 +386,14 @@ def test_a_device_and_a_module_on_it_are_different_identities() -> None:
     )
 
     assert [spec.identity.id for spec in config.identities] == ["edge", "edge/filter"]
+
+
+def test_a_child_edge_hub_is_the_one_system_module_a_parent_may_list() -> None:
+    config = parse_config(
+        desired(identities=[{"deviceId": "child", "moduleId": "$edgeHub", "primaryKey": KEY}]), "f.json",
+    )
+
+    assert [spec.identity.id for spec in config.identities] == ["child/$edgeHub"]
 
 
 def test_duplicate_identity_is_refused_pointing_at_the_first() -> None:

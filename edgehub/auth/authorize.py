@@ -13,6 +13,12 @@ Rules (DESIGN §4 "MQTT topics"; edgeHub does not check publish topics, we do):
   resolves these filters per session and the Embedded C SDK subscribes
   ``devices/+/messages/devicebound/#``. The MQTT head must therefore deliver only
   the session's own messages on them, never another identity's;
+- a child edge hub (module ``$edgeHub``, as IoT Edge nested hubs connect to their
+  parent) acts for the devices and modules below it: it publishes telemetry on the
+  topic of any sender, subscribes to any device's devicebound topics
+  (``devices/+/messages/devicebound/#``, ``+`` meaning every device here) and to the
+  topics of every module of its own device (``devices/{d}/modules/+/inputs/#``). The
+  parent trusts it for any sender: there is no device scope to check against;
 - ``$iothub/twin/…`` and ``$iothub/methods/…`` (twin requests and patches, direct
   methods) are per-session in IoT Hub: any authenticated client may use them
   (publishing only twin requests and method responses, ``$iothub/methods/res/…``);
@@ -32,9 +38,17 @@ from urllib.parse import unquote
 
 from edgehub.message import Identity
 
+EDGE_HUB_MODULE: Final = "$edgeHub"
+"""The module id of an edge hub itself (IoT Edge), e.g. a child hub connecting to its parent."""
+
 _DEVICES: Final = "devices"
 _IOTHUB: Final = "$iothub"
 _SESSION_SCOPED: Final = frozenset({"twin", "methods"})
+
+
+def acts_for_others(identity: Identity) -> bool:
+    """Whether ``identity`` is an edge hub, which sends and receives for the devices and modules below it."""
+    return identity.module_id == EDGE_HUB_MODULE
 
 
 def may_publish(identity: Identity, topic: str, *, generic_topics: bool = False) -> bool:
@@ -72,19 +86,33 @@ def may_subscribe(identity: Identity, topic_filter: str, *, generic_topics: bool
 
 def _publishes_own_events(identity: Identity, levels: list[str]) -> bool:
     # devices/{d}/messages/events[/…]  or  devices/{d}/modules/{m}/messages/events[/…]
-    if len(levels) < 4 or not _is_id(levels[1], identity.device_id):
+    if len(levels) < 4 or not levels[1]:
         return False
-    if levels[2] == "messages":
-        return identity.module_id is None and levels[3] == "events"
-    if levels[2] == "modules" and identity.module_id is not None and len(levels) >= 6:
-        return _is_id(levels[3], identity.module_id) and levels[4] == "messages" and levels[5] == "events"
-    return False
+    if levels[2] == "messages" and levels[3] == "events":
+        sender_module = None
+    elif len(levels) >= 6 and levels[2] == "modules" and levels[4] == "messages" and levels[5] == "events":
+        sender_module = levels[3]
+    else:
+        return False
+    if acts_for_others(identity):
+        return sender_module != ""  # a child hub sends for any device or module below it
+    if not _is_id(levels[1], identity.device_id):
+        return False
+    if sender_module is None or identity.module_id is None:
+        return sender_module is None and identity.module_id is None
+    return _is_id(sender_module, identity.module_id)
 
 
 def _subscribes_as_self(identity: Identity, levels: list[str]) -> bool:
     # The filter must pin levels 0-2 (and 3 for modules) so that it cannot reach
     # another identity's topics: 'devices/#' or 'devices/d/#' are refused.
-    if len(levels) < 3 or not _is_id_or_own(levels[1], identity.device_id):
+    if len(levels) < 3:
+        return False
+    if acts_for_others(identity) and len(levels) >= 4:
+        if levels[2] == "messages":
+            return levels[3] == "devicebound"  # any device's cloud-to-device messages, never telemetry
+        return levels[2] == "modules" and _is_id_or_own(levels[1], identity.device_id)
+    if not _is_id_or_own(levels[1], identity.device_id):
         return False
     if identity.module_id is None:
         return levels[2] == "messages"

@@ -13,13 +13,17 @@ from edgehub.auth.registry import AuthResult, IdentityRegistry
 from edgehub.auth.username import parse_mqtt_connect
 from edgehub.clock import Clock
 from edgehub.errors import AuthError
-from edgehub.heads.mqtt.session import ConnectRequest
+from edgehub.heads.mqtt.session import Authenticated, ConnectRequest
 from edgehub.message import Identity
 
 
 class RegistryAuthenticator:
     """MQTT CONNECT → Identity: IoT Hub username and client id, then a SAS token in the
-    password or, with ClientCertAuthEnabled, the TLS client certificate."""
+    password or, with ClientCertAuthEnabled, the TLS client certificate.
+
+    A session learns how long its credential stays valid (token ``se``, certificate notAfter)
+    and is closed then: a client goes on by reconnecting with a fresh token, as with IoT Hub.
+    """
 
     def __init__(
         self, registry: Callable[[], IdentityRegistry], clock: Clock, *,
@@ -30,18 +34,21 @@ class RegistryAuthenticator:
         self._client_cert_auth = client_cert_auth
         self._generic_topics = generic_topics
 
-    def authenticate(self, request: ConnectRequest) -> AuthResult:
+    def authenticate(self, request: ConnectRequest, now: float) -> AuthResult:
+        """Check the credentials at ``now`` (Unix seconds); raises AuthError."""
         claimed = parse_mqtt_connect(request.username or "", request.client_id).identity
         registry = self._registry()
-        now = self._clock.time()
         if request.password:
             return registry.authenticate_sas(claimed, request.password.decode("utf-8", "replace"), now)
         if self._client_cert_auth and request.peer_certificates:
             return registry.authenticate_x509(claimed, request.peer_certificates, now)
         raise AuthError("no SAS token in the password and no client certificate")
 
-    def __call__(self, request: ConnectRequest) -> Identity:
-        return self.authenticate(request).identity
+    def __call__(self, request: ConnectRequest) -> Authenticated:
+        now = self._clock.time()
+        result = self.authenticate(request, now)
+        valid_for = None if result.expires_at is None else result.expires_at - now
+        return Authenticated(result.identity, valid_for)
 
     def may_publish(self, identity: Identity, topic: str) -> bool:
         return authorize.may_publish(identity, topic, generic_topics=self._generic_topics)

@@ -17,7 +17,7 @@ from edgehub.endpoints.base import ReachableListeners, SendResult, Unsubscribe
 from edgehub.errors import EndpointUnavailable
 from edgehub.message import Identity
 from edgehub.store.base import QueuedMessage
-from edgehub.upstream.topics import telemetry_topic
+from edgehub.upstream.topics import upstream_topic
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class UpstreamEndpoint:
                         queued.id, len(message.body), self._max_message_bytes,
                     )
                     return acks, True
-                topic = telemetry_topic(message, self._default_sender)
+                topic = upstream_topic(message, self._default_sender)
                 size = len(topic) + len(message.body)
                 if not self._window.try_acquire(size) and not await self._within_ack_timeout(
                     asyncio.ensure_future(self._window.acquire(size))

@@ -17,6 +17,7 @@ from edgehub.clock import Clock
 from edgehub.endpoints.backoff import Backoff
 from edgehub.endpoints.base import Endpoint
 from edgehub.errors import AuthError, EndpointUnavailable, StoreFullError
+from edgehub.iothub.topics import devicebound_filter, module_inputs_filter
 from edgehub.metrics import MESSAGES_DROPPED, OFFLINE_COUNT, OFFLINE_DURATION
 from edgehub.upstream.config import SubscriptionScope, UpstreamConfig
 from edgehub.upstream.connection import (
@@ -29,12 +30,7 @@ from edgehub.upstream.connection import (
 from edgehub.upstream.credentials import SasToken
 from edgehub.upstream.endpoint import UPSTREAM_ENDPOINT, PublishChannel, UpstreamEndpoint
 from edgehub.upstream.port import DownstreamPort
-from edgehub.upstream.topics import (
-    DownstreamMessage,
-    devicebound_filter,
-    module_inputs_filter,
-    parse_downstream,
-)
+from edgehub.upstream.topics import DownstreamMessage, parse_downstream
 
 log = logging.getLogger(__name__)
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from edgehub.auth.authorize import may_publish, may_subscribe
+from edgehub.auth.authorize import acts_for_others, may_publish, may_subscribe
 from edgehub.message import Identity
 
 DEVICE = Identity("sensor-1")
 OTHER_DEVICE = Identity("sensor-2")
 MODULE = Identity("edge", "filter")
 EDGE_DEVICE = Identity("edge")
+CHILD_HUB = Identity("child", "$edgeHub")
 
 
 @pytest.mark.parametrize(
@@ -170,3 +171,76 @@ def test_other_dollar_filters_are_refused(topic_filter: str) -> None:
 )
 def test_malformed_filters_are_refused(topic_filter: str) -> None:
     assert not may_subscribe(DEVICE, topic_filter, generic_topics=True)
+
+
+# --- a child edge hub (nested IoT Edge) ----------------------------------------------------------
+
+
+def test_only_an_edge_hub_module_acts_for_others() -> None:
+    assert acts_for_others(CHILD_HUB)
+    assert not acts_for_others(Identity("child", "edgeHub"))
+    assert not acts_for_others(Identity("$edgeHub"))
+    assert not acts_for_others(MODULE)
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "devices/leaf1/messages/events/%24.mid=1",
+        "devices/leaf%3A1/messages/events/",
+        "devices/child/modules/filter/messages/events/%24.on=out1",
+        "devices/child/modules/%24edgeHub/messages/events/",
+        "devices/grandchild/modules/$edgeHub/messages/events/",
+    ],
+)
+def test_child_edge_hub_publishes_telemetry_for_any_sender_below_it(topic: str) -> None:
+    assert may_publish(CHILD_HUB, topic)
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "devices/leaf1/messages/devicebound/",
+        "devices/child/modules/filter/inputs/input1/",
+        "devices/child/modules//messages/events/",
+        "devices//messages/events/",
+        "devices/leaf1",
+    ],
+)
+def test_child_edge_hub_cannot_publish_outside_telemetry(topic: str) -> None:
+    assert not may_publish(CHILD_HUB, topic)
+
+
+@pytest.mark.parametrize(
+    "topic_filter",
+    [
+        "devices/+/messages/devicebound/#",
+        "devices/leaf1/messages/devicebound/#",
+        "devices/child/modules/+/inputs/#",
+        "devices/child/modules/filter/inputs/#",
+        "devices/child/modules/%24edgeHub/inputs/#",
+        "devices/+/modules/+/inputs/#",  # '+' for the device is its own device, as for every identity
+    ],
+)
+def test_child_edge_hub_subscribes_to_its_childrens_deliveries(topic_filter: str) -> None:
+    assert may_subscribe(CHILD_HUB, topic_filter)
+
+
+@pytest.mark.parametrize(
+    "topic_filter",
+    [
+        "devices/#",
+        "devices/+/#",
+        "devices/+/messages/#",  # would reach every device's telemetry
+        "devices/+/messages/events/#",
+        "devices/other/modules/+/inputs/#",  # modules of another edge device
+    ],
+)
+def test_child_edge_hub_cannot_subscribe_to_telemetry_or_other_edge_devices(topic_filter: str) -> None:
+    assert not may_subscribe(CHILD_HUB, topic_filter)
+
+
+def test_other_identities_keep_the_only_as_itself_rule_for_children_topics() -> None:
+    assert not may_publish(MODULE, "devices/leaf1/messages/events/")
+    assert not may_subscribe(MODULE, "devices/+/messages/devicebound/#")
+    assert not may_subscribe(DEVICE, "devices/leaf1/messages/devicebound/#")

@@ -28,8 +28,10 @@ class FakeChannel:
         self.acks: list[asyncio.Future[bool]] = []
 
     def publish(self, topic: str, payload: bytes) -> asyncio.Future[bool]:
-        if "#" in topic:
+        if "#" in topic or "+" in topic:  # as paho's _raise_for_invalid_topic
             raise ValueError("Publish topic cannot contain wildcards.")
+        if len(topic.encode()) > 65535:
+            raise ValueError("Publish topic is too long.")
         acked: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         if self.auto_ack:
             acked.set_result(True)
@@ -141,8 +143,18 @@ async def test_message_over_the_size_limit_is_rejected_after_the_confirmed_prefi
 
 async def test_message_mqtt_cannot_carry_is_rejected_first_in_batch(endpoint: UpstreamEndpoint) -> None:
     endpoint.attach(FakeChannel(auto_ack=True))
-    result = await endpoint.send(batch(b"bad", sender="bad#device"))
+    [queued] = batch(b"bad")
+    huge = Message(b"bad", {"note": "x" * 70_000}, queued.message.system_properties)  # topic > 64 KiB
+    result = await endpoint.send([QueuedMessage(queued.id, queued.queue, 0, huge)])
     assert (result.delivered, result.rejected) == (0, True)
+
+
+async def test_ids_with_topic_characters_go_out_percent_encoded(endpoint: UpstreamEndpoint) -> None:
+    channel = FakeChannel(auto_ack=True)
+    endpoint.attach(channel)
+    result = await endpoint.send(batch(b"ok", sender="odd#device+1"))
+    assert result.delivered == 1
+    assert channel.published == [("devices/odd%23device%2B1/messages/events/n=1", b"ok")]
 
 
 async def test_concurrent_sends_publish_in_call_order_even_when_waiting_for_room(clock: FakeClock) -> None:

@@ -240,14 +240,14 @@ async def test_refused_wildcards_fall_back_to_the_hubs_own_topic(
 ) -> None:
     parent.refused_filters = set(WILDCARDS)
     await make_link()
-    assert parent.current.subscriptions == [WILDCARDS, ["devices/edge1/modules/$edgeHub/inputs/#"]]
+    assert parent.current.subscriptions == [WILDCARDS, ["devices/edge1/modules/%24edgeHub/inputs/#"]]
 
 
 async def test_own_scope_subscribes_to_the_hubs_own_topic_only(
     make_link: MakeLink, parent: FakeParent
 ) -> None:
     await make_link(subscription_scope=SubscriptionScope.OWN)
-    assert parent.current.subscriptions == [["devices/edge1/modules/$edgeHub/inputs/#"]]
+    assert parent.current.subscriptions == [["devices/edge1/modules/%24edgeHub/inputs/#"]]
 
 
 async def test_downstream_message_is_acked_only_after_the_hub_stored_it(

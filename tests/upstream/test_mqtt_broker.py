@@ -134,7 +134,7 @@ async def test_telemetry_of_two_senders_arrives_on_their_topics_in_order_through
     assert by_topic[device] == list(range(0, 400, 2))
     assert by_topic[module] == list(range(1, 400, 2))
     first_module_message = next(m for m in subscriber.messages if "filter" in m.topic)
-    assert first_module_message.topic == f"{module}/$.ct=text%2Fplain&$.on=out1&seq=1"
+    assert first_module_message.topic == f"{module}/%24.ct=text%2Fplain&%24.on=out1&seq=1"
     await eventually(lambda: not store.read(QueueKey(UPSTREAM), -1, 1, 0), what="every message checkpointed")
 
 

@@ -1,56 +1,20 @@
-"""Tests of the upstream topic scheme: property bags, telemetry topics of the sender, downstream topics."""
+"""Tests of edgehub.upstream.topics: the original sender's topic going up, the local queue coming down."""
 
 from __future__ import annotations
 
-from hypothesis import given
-from hypothesis import strategies as st
-
 from edgehub.message import Identity, Message, SystemProperty
-from edgehub.upstream.topics import (
-    SYSTEM_NAMES,
-    WIRE_NAMES,
-    decode_property_bag,
-    devicebound_filter,
-    encode_property_bag,
-    module_inputs_filter,
-    parse_downstream,
-    telemetry_topic,
-)
+from edgehub.upstream.topics import parse_downstream, upstream_topic
 
 EDGE = Identity("edge1", "$edgeHub")
 
-# Keys that are not a system property's wire name once URL-decoded (those are system by definition).
-application_keys = st.text(max_size=20).filter(lambda key: key not in SYSTEM_NAMES)
-sendable_system = st.sampled_from(
-    sorted(set(WIRE_NAMES) - {SystemProperty.CONNECTION_DEVICE_ID, SystemProperty.CONNECTION_MODULE_ID})
-)
 
-
-@given(
-    properties=st.dictionaries(application_keys, st.text(max_size=20), max_size=6),
-    system=st.dictionaries(sendable_system, st.text(max_size=20), max_size=6),
-)
-def test_property_bag_round_trips_any_text(properties: dict[str, str], system: dict[str, str]) -> None:
-    bag = encode_property_bag(properties, system)
-    assert "/" not in bag  # a bag is one topic level, whatever the values hold
-    assert decode_property_bag(bag) == (properties, system)
-
-
-def test_system_properties_use_iot_hub_wire_names_and_values_are_percent_encoded() -> None:
-    bag = encode_property_bag(
-        {"temp alert": "a&b=c"},
-        {SystemProperty.CONTENT_TYPE: "application/json", SystemProperty.MESSAGE_ID: "m1"},
-    )
-    assert bag == "$.ct=application%2Fjson&$.mid=m1&temp%20alert=a%26b%3Dc"
-
-
-def test_telemetry_of_a_device_goes_on_that_devices_events_topic() -> None:
+def test_telemetry_of_a_device_goes_on_that_devices_events_topic_without_connection_ids() -> None:
     message = Message(
         b"{}",
         {"alert": "1"},
         {SystemProperty.CONNECTION_DEVICE_ID: "sensor1", SystemProperty.CONTENT_ENCODING: "utf-8"},
     )
-    assert telemetry_topic(message, EDGE) == "devices/sensor1/messages/events/$.ce=utf-8&alert=1"
+    assert upstream_topic(message, EDGE) == "devices/sensor1/messages/events/%24.ce=utf-8&alert=1"
 
 
 def test_telemetry_of_a_module_carries_its_output_name_on_the_modules_topic() -> None:
@@ -62,11 +26,11 @@ def test_telemetry_of_a_module_carries_its_output_name_on_the_modules_topic() ->
             SystemProperty.OUTPUT_NAME: "alerts",
         },
     )
-    assert telemetry_topic(message, EDGE) == "devices/edge1/modules/filter/messages/events/$.on=alerts"
+    assert upstream_topic(message, EDGE) == "devices/edge1/modules/filter/messages/events/%24.on=alerts"
 
 
 def test_telemetry_without_a_sender_goes_out_as_the_hub_itself_with_a_trailing_slash() -> None:
-    assert telemetry_topic(Message(b"x"), EDGE) == "devices/edge1/modules/$edgeHub/messages/events/"
+    assert upstream_topic(Message(b"x"), EDGE) == "devices/edge1/modules/%24edgeHub/messages/events/"
 
 
 def test_devicebound_topic_maps_to_the_devices_local_queue_with_its_properties() -> None:
@@ -84,12 +48,21 @@ def test_devicebound_topic_maps_to_the_devices_local_queue_with_its_properties()
     )
 
 
-def test_module_input_topic_maps_to_the_local_modules_input_queue() -> None:
+def test_module_input_topic_maps_to_the_local_modules_input_queue_with_its_sender() -> None:
     parsed = parse_downstream("devices/edge1/modules/filter/inputs/input1/$.cdid=s1&a=b", b"m", "edge1")
     assert parsed is not None
     assert parsed.endpoint == "/modules/filter/inputs/input1"
     assert parsed.message.properties == {"a": "b"}
     assert parsed.message.system_properties == {SystemProperty.CONNECTION_DEVICE_ID: "s1"}
+
+
+def test_encoded_ids_name_the_decoded_local_queue() -> None:
+    bound = parse_downstream("devices/leaf%3A1/messages/devicebound/", b"", "edge:1")
+    module = parse_downstream("devices/edge%3A1/modules/f%24/inputs/in%201/", b"", "edge:1")
+    assert bound is not None
+    assert module is not None
+    assert bound.endpoint == "/devices/leaf:1/messages/devicebound"
+    assert module.endpoint == "/modules/f$/inputs/in 1"
 
 
 def test_devicebound_topic_without_a_bag_has_no_properties() -> None:
@@ -111,9 +84,3 @@ def test_topics_outside_the_downstream_scheme_are_not_ours() -> None:
         "sensors/temp",
     ):
         assert parse_downstream(topic, b"", "edge1") is None, topic
-
-
-def test_subscription_filters_cover_devicebound_and_module_inputs() -> None:
-    assert devicebound_filter() == "devices/+/messages/devicebound/#"
-    assert devicebound_filter("leaf1") == "devices/leaf1/messages/devicebound/#"
-    assert module_inputs_filter("edge1") == "devices/edge1/modules/+/inputs/#"

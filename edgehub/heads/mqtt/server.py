@@ -32,8 +32,8 @@ from edgehub.heads.mqtt.session import (
     WillReady,
 )
 from edgehub.heads.mqtt.sessions import SessionTable
-from edgehub.heads.mqtt.topics import delivery_topic
 from edgehub.heads.port import HubPort
+from edgehub.iothub.topics import delivery_topic
 from edgehub.message import Identity, Message, SystemProperty
 from edgehub.metrics import CONNECTED_CLIENTS, MESSAGES_DROPPED, MESSAGES_RECEIVED
 
@@ -145,6 +145,10 @@ class MqttConnection(asyncio.Protocol):
             self._dispatch(session.connection_lost(self._server.now()), 0)
             self._server.detach_connection(self)
         self._close_outbound()
+        if self._pending:
+            # Complete PUBLISH packets read before the close are still ingested, as a broker
+            # would; QoS 1 ones were not acked, so the client may resend them (at-least-once).
+            self._server.track(self._server.ingest_orphans(self._pending))
         self._pending = []
         self._pending_tokens = []
 
@@ -410,6 +414,17 @@ class MqttServer:
 
     def ingest_will(self, message: Message) -> None:
         self.track(self._ingest_will(message))
+
+    async def ingest_orphans(self, messages: list[Message]) -> None:
+        """Messages of a connection that closed before they were ingested; nobody to ack."""
+        try:
+            await self.hub.ingest(messages)
+        except StoreFullError:
+            MESSAGES_DROPPED.labels("store_full", "").inc(len(messages))
+        except Exception:
+            log.exception("MQTT ingest of %d messages after their connection closed failed", len(messages))
+        else:
+            MESSAGES_RECEIVED.labels(PROTOCOL).inc(len(messages))
 
     async def _ingest_will(self, message: Message) -> None:
         try:

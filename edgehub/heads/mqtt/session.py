@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from edgehub.auth import authorize
 from edgehub.errors import AuthError
 from edgehub.heads.mqtt.codec import (
     Decoder,
@@ -72,9 +73,22 @@ class ConnectRequest:
     protocol_level: int = MQTT_311
 
 
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """Who a CONNECT's credentials prove the client to be, and for how long.
+
+    ``valid_for`` is the seconds from the CONNECT until the credential expires (SAS token ``se``,
+    certificate notAfter); the session closes the connection then. None: it does not expire.
+    """
+
+    identity: Identity
+    valid_for: float | None = None
+
+
 class Authenticator(Protocol):
-    def __call__(self, request: ConnectRequest) -> Identity:
-        """The identity the credentials prove; raises edgehub.errors.AuthError otherwise."""
+    def __call__(self, request: ConnectRequest) -> Authenticated | Identity:
+        """What the credentials prove (an Identity alone: a credential that does not expire);
+        raises edgehub.errors.AuthError otherwise."""
         ...
 
 
@@ -85,13 +99,14 @@ class Authorizer(Protocol):
 
 
 class OwnTopicsAuthorizer:
-    """The default policy: the topic scheme alone decides (own telemetry, own inputs/devicebound)."""
+    """The default policy: edgehub.auth.authorize without generic topics (own telemetry, own
+    inputs/devicebound; a child edge hub's for the devices and modules below it)."""
 
     def may_publish(self, identity: Identity, topic: str) -> bool:
-        return True
+        return authorize.may_publish(identity, topic)
 
     def may_subscribe(self, identity: Identity, topic_filter: str) -> bool:
-        return True
+        return authorize.may_subscribe(identity, topic_filter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +245,9 @@ class _AckBatch:
 
 # --- the session -------------------------------------------------------------------------------
 
+_NEVER: Final = float("inf")
+"""The credential expiry of a session whose credential does not expire."""
+
 _HANDLERS: Final[dict[Phase, dict[type, str]]] = {
     Phase.AWAITING_CONNECT: {Connect: "_on_connect"},
     Phase.CONNECTED: {
@@ -251,7 +269,7 @@ class MqttSession:
     """One client connection's MQTT state machine.
 
     Feed ``receive_data(bytes, now)``; send ``data_to_send()``; act on the events.
-    ``tick(now)`` enforces the CONNECT timeout and keep alive. Outbound QoS 1 via
+    ``tick(now)`` enforces the CONNECT timeout, keep alive and credential expiry. Outbound QoS 1 via
     ``publish`` inside ``publish_window``; inbound acks via ``ack`` / ``refuse``.
     """
 
@@ -274,6 +292,7 @@ class MqttSession:
         self._now = now
         self._last_received = now
         self._keep_alive = 0
+        self._credential_expires = _NEVER
         self._will: Message | None = None
         self._out: list[bytes] = []
         self._events: list[Event] = []
@@ -303,6 +322,9 @@ class MqttSession:
         if self.phase is Phase.CLOSED:
             return []
         self._now = self._last_received = now
+        if now >= self._credential_expires:
+            self._credential_expired()  # nothing more is taken in on an expired credential
+            return self._take_events()
         try:
             packets = self._decoder.feed(data)
         except UnsupportedProtocolVersionError as exc:
@@ -329,10 +351,12 @@ class MqttSession:
         return out[0] if len(out) == 1 else b"".join(out)
 
     def tick(self, now: float) -> list[Event]:
-        """Enforce the CONNECT timeout and keep alive at time ``now``."""
+        """Enforce the CONNECT timeout, keep alive and credential expiry at time ``now``."""
         self._now = now
         if self.phase is Phase.AWAITING_CONNECT and now - self._created >= self.config.connect_timeout:
             self._finish("no CONNECT in time", ReasonCode.UNSPECIFIED_ERROR, publish_will=False)
+        elif now >= self._credential_expires:
+            self._credential_expired()
         elif (
             self.phase is Phase.CONNECTED and self._keep_alive
             and now - self._last_received > 1.5 * self._keep_alive
@@ -457,7 +481,7 @@ class MqttSession:
         refusal = self._connect_refusal(packet)
         if refusal is None:
             try:
-                identity = self._authenticate(ConnectRequest(
+                proof = self._authenticate(ConnectRequest(
                     packet.client_id, packet.username, packet.password, self._peer_certificates,
                     packet.protocol_level,
                 ))
@@ -467,10 +491,13 @@ class MqttSession:
                 refusal = (ReasonCode.BAD_USER_NAME_OR_PASSWORD if credentials else ReasonCode.NOT_AUTHORIZED,
                            ConnectReturnCode.NOT_AUTHORIZED)
             else:
+                identity = proof.identity if isinstance(proof, Authenticated) else proof
                 if self.config.require_client_id_match and packet.client_id != identity.id:
                     refusal = (ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, ConnectReturnCode.IDENTIFIER_REJECTED)
                 else:
                     refusal = self._open(packet, identity, now)
+                if refusal is None and isinstance(proof, Authenticated) and proof.valid_for is not None:
+                    self._credential_expires = now + proof.valid_for
         if refusal is not None:
             # [MQTT-3.2.2-6] (3.1.1) / [MQTT-3.2.2-7] (5): a refusing CONNACK, then close.
             reason_v5, code_311 = refusal
@@ -696,15 +723,20 @@ class MqttSession:
         """The SUBACK code for one filter: granted QoS (at most 1) or a refusal (MQTT 5 §3.9.3)."""
         v5 = self.version == MQTT_5
         assert self.state is not None
-        assert self.identity is not None
+        identity = self.identity
+        assert identity is not None
         if not is_valid_filter(topic_filter):
             return ReasonCode.TOPIC_FILTER_INVALID if v5 else SUBACK_FAILURE_311
         if topic_filter.startswith("$share/"):
             return ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED if v5 else SUBACK_FAILURE_311
-        if delivery_filter(self.identity, topic_filter) is None or not self._authorizer.may_subscribe(
-            self.identity, topic_filter
-        ):
-            log.info("MQTT subscription of %s to %r refused", self.identity, topic_filter)
+        # Only what this head can deliver: the identity's own inputs / devicebound topics; a child
+        # edge hub also gets its children's filters granted (so it keeps them instead of falling
+        # back to its own topic), though only its own topics are delivered on.
+        deliverable = delivery_filter(identity, topic_filter) is not None or (
+            authorize.acts_for_others(identity) and topic_filter.startswith("devices/")
+        )
+        if not deliverable or not self._authorizer.may_subscribe(identity, topic_filter):
+            log.info("MQTT subscription of %s to %r refused", identity, topic_filter)
             return ReasonCode.NOT_AUTHORIZED if v5 else SUBACK_FAILURE_311
         granted = min(qos, 1)  # deliveries go out at QoS 1 at most
         self.state.subscriptions[topic_filter] = granted
@@ -738,6 +770,13 @@ class MqttSession:
         # [MQTT-3.14.4-3]: only 0x00 Normal disconnection discards the will; 0x04 and the
         # error reasons keep it due (MQTT 5 §3.1.2.5). MQTT 3.1.1 DISCONNECT is always 0x00.
         self._finish("client disconnected", packet.reason_code, publish_will=packet.reason_code != 0)
+
+    def _credential_expired(self) -> None:
+        # MQTT 5 §3.14.2.1: 0xA0 Maximum connect time, "the maximum connection time authorized for
+        # this connection has been exceeded" -- the token did authorize it, up to its expiry. 0x87
+        # Not authorized would tell the client its credentials are wrong, where a fresh token is
+        # all it needs. MQTT 3.1.1 has no server DISCONNECT: the connection just closes.
+        self._fail(ReasonCode.MAXIMUM_CONNECT_TIME, "credential expired")
 
     def _fail(self, reason_code: int, detail: str) -> None:
         """Close for a protocol reason: MQTT 5 sends DISCONNECT with the reason first (MQTT 5 §4.13)."""

@@ -1,147 +1,48 @@
-"""The IoT Hub MQTT topic scheme: telemetry topics with URL-encoded property bags, delivery topics, filters.
+"""The MQTT head's use of the IoT Hub topic scheme: who a client's publish is from, what it may receive.
 
-Pure string work: no I/O, no session state, no authentication (the caller supplies the identity).
+Pure string work over edgehub.iothub.topics (which owns the topic shapes and property bags):
+per-connection telemetry caches, topic filters, delivery filters; no I/O, no session state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final
-from urllib.parse import quote, unquote
 
-from edgehub.message import EMPTY_PROPERTIES, Identity, Message, SystemProperty
-
-EXPIRY_TIME_UTC: Final = "absolute-expiry-time"
-"""System property of ``$.exp``, named as edgeHub stores it (SystemProperties.ExpiryTimeUtc)."""
-
-# Property bag keys on the wire (the IoT Hub device SDKs' IotHubWirePropertyNames; edgeHub
-# SystemProperties.IncomingSystemPropertiesMap) and the system property each one sets.
-INCOMING_SYSTEM_KEYS: Final[Mapping[str, str]] = MappingProxyType({
-    "$.mid": SystemProperty.MESSAGE_ID,
-    "$.cid": SystemProperty.CORRELATION_ID,
-    "$.uid": SystemProperty.USER_ID,
-    "$.to": SystemProperty.TO,
-    "$.ct": SystemProperty.CONTENT_TYPE,
-    "$.ce": SystemProperty.CONTENT_ENCODING,
-    "$.on": SystemProperty.OUTPUT_NAME,
-    "$.ctime": SystemProperty.CREATION_TIME,
-    "$.schema": SystemProperty.MESSAGE_SCHEMA,
-    "$.exp": EXPIRY_TIME_UTC,
-})
-SPOOFABLE_KEYS: Final = frozenset({"$.cdid", "$.cmid"})
-"""Connection ids come from the authenticated identity, never from what a client writes in its topic."""
-
-# What a delivered message carries back in its topic (edgeHub OutgoingSystemPropertiesMap, plus the
-# ids and times IoT Hub puts on cloud-to-device messages).
-OUTGOING_SYSTEM_KEYS: Final[tuple[tuple[str, str], ...]] = (
-    (SystemProperty.MESSAGE_ID, "$.mid"),
-    (SystemProperty.CORRELATION_ID, "$.cid"),
-    (SystemProperty.USER_ID, "$.uid"),
-    (SystemProperty.TO, "$.to"),
-    (SystemProperty.CONTENT_TYPE, "$.ct"),
-    (SystemProperty.CONTENT_ENCODING, "$.ce"),
-    (SystemProperty.CONNECTION_DEVICE_ID, "$.cdid"),
-    (SystemProperty.CONNECTION_MODULE_ID, "$.cmid"),
-    (SystemProperty.MESSAGE_SCHEMA, "$.schema"),
-    (SystemProperty.CREATION_TIME, "$.ctime"),
-    (EXPIRY_TIME_UTC, "$.exp"),
+from edgehub.auth.authorize import acts_for_others
+from edgehub.iothub.topics import (
+    devicebound_topic_prefix,
+    input_topic_prefix,
+    parse_telemetry_topic,
 )
-
-
-_OUTGOING_QUOTED: Final = tuple((name, quote(key, safe="")) for name, key in OUTGOING_SYSTEM_KEYS)
-"""Keys as IoT Hub writes them on cloud-to-device topics: ``%24.mid``."""
-
-
-@dataclass(frozen=True, slots=True)
-class TelemetryTopic:
-    """A parsed ``devices/{d}[/modules/{m}]/messages/events/{bag}`` topic.
-
-    ``system_properties`` hold what the bag says (message id, content type, output
-    name...); the connection ids are added by ``to_message`` from the identity.
-    """
-
-    device_id: str
-    module_id: str | None
-    properties: Mapping[str, str]
-    system_properties: Mapping[str, str]
-
-    def sent_by(self, identity: Identity) -> bool:
-        """Whether the topic names ``identity`` itself (DESIGN §4: publish only as yourself)."""
-        return self.device_id == identity.device_id and self.module_id == identity.module_id
-
-
-def parse_property_bag(bag: str) -> tuple[dict[str, str], dict[str, str]]:
-    """(application properties, system properties) of a URL-encoded ``k=v&k2=v2`` bag.
-
-    Percent-decoding only: ``+`` stays ``+`` (the SDKs encode with quote, not quote_plus).
-    A key without ``=`` is an application property with an empty value; a system key
-    without a value is ignored, as the Azure IoT SDKs do.
-    """
-    if bag.startswith("?"):
-        bag = bag[1:]
-    app: dict[str, str] = {}
-    system: dict[str, str] = {}
-    for pair in bag.split("&"):
-        if not pair:
-            continue
-        raw_key, has_value, raw_value = pair.partition("=")
-        key = unquote(raw_key)
-        value = unquote(raw_value)
-        system_name = INCOMING_SYSTEM_KEYS.get(key)
-        if system_name is not None:
-            if has_value:
-                system[system_name] = value
-        elif key not in SPOOFABLE_KEYS:
-            app[key] = value
-    return app, system
-
-
-def parse_telemetry_topic(topic: str) -> TelemetryTopic | None:
-    """The telemetry topic's parts, or None when ``topic`` is not an IoT Hub telemetry topic."""
-    if not topic.startswith("devices/"):
-        return None
-    parts = topic.split("/")
-    if len(parts) >= 4 and parts[2] == "messages" and parts[3] == "events":
-        device, module, rest = parts[1], None, parts[4:]
-    elif len(parts) >= 6 and parts[2] == "modules" and parts[4] == "messages" and parts[5] == "events":
-        device, module, rest = parts[1], unquote(parts[3]), parts[6:]
-    else:
-        return None
-    if not device or module == "":
-        return None
-    bag = "/".join(rest)
-    if not bag or bag == "?":
-        return TelemetryTopic(unquote(device), module, EMPTY_PROPERTIES, EMPTY_PROPERTIES)
-    app, system = parse_property_bag(bag)
-    return TelemetryTopic(
-        unquote(device), module,
-        MappingProxyType(app) if app else EMPTY_PROPERTIES,
-        MappingProxyType(system) if system else EMPTY_PROPERTIES,
-    )
+from edgehub.message import EMPTY_PROPERTIES, Identity, Message, SystemProperty
 
 
 def connection_properties(
-    identity: Identity, system: Mapping[str, str] = EMPTY_PROPERTIES,
+    sender: Identity, system: Mapping[str, str] = EMPTY_PROPERTIES,
 ) -> Mapping[str, str]:
-    """``system`` plus connectionDeviceId / connectionModuleId of the authenticated ``identity``."""
+    """``system`` plus connectionDeviceId / connectionModuleId of ``sender``."""
     merged = dict(system)
-    merged[SystemProperty.CONNECTION_DEVICE_ID] = identity.device_id
-    if identity.module_id:
-        merged[SystemProperty.CONNECTION_MODULE_ID] = identity.module_id
+    merged[SystemProperty.CONNECTION_DEVICE_ID] = sender.device_id
+    if sender.module_id:
+        merged[SystemProperty.CONNECTION_MODULE_ID] = sender.module_id
     return MappingProxyType(merged)
 
 
 class TelemetryParser:
     """Turns (topic, payload) from one identity into Messages, caching repeated topics.
 
+    The sender of a message is the authenticated identity, and a client may publish only on its
+    own telemetry topics (DESIGN §4; edgeHub does not check this). A child edge hub (module
+    ``$edgeHub``) publishes for the devices and modules below it, as IoT Edge nested hubs do: its
+    messages' connection ids come from the topic. A ``$.cdid``/``$.cmid`` in the bag never counts.
+
     Topics without per-message values (no bag, or a fixed bag like ``$.on=out1``) repeat
     on every publish; their parse, the ``allowed`` policy check and the property mappings
     are done once and shared by the messages (they are read-only mappings).
     """
 
-    __slots__ = ("_allowed", "_cache", "_max_entries", "identity")
+    __slots__ = ("_acts_for_others", "_allowed", "_cache", "_max_entries", "identity")
 
     def __init__(
         self, identity: Identity, allowed: Callable[[str], bool] | None = None, max_entries: int = 256,
@@ -149,6 +50,7 @@ class TelemetryParser:
         self.identity = identity
         self._allowed = allowed
         self._max_entries = max_entries
+        self._acts_for_others = acts_for_others(identity)
         self._cache: dict[str, tuple[Mapping[str, str], Mapping[str, str]] | None] = {}
 
     @property
@@ -157,15 +59,17 @@ class TelemetryParser:
 
     def properties_of(self, topic: str) -> tuple[Mapping[str, str], Mapping[str, str]] | None:
         """(application, system) properties for a publish on ``topic`` by this identity, or None
-        when the topic is not a telemetry topic of this very identity or ``allowed`` refuses it."""
+        when the topic is not a telemetry topic this identity may send on or ``allowed`` refuses it."""
         cache = self._cache
         if topic in cache:
             return cache[topic]
-        parsed = parse_telemetry_topic(topic)
         entry = None
-        allowed = self._allowed
-        if parsed is not None and parsed.sent_by(self.identity) and (allowed is None or allowed(topic)):
-            entry = (parsed.properties, connection_properties(self.identity, parsed.system_properties))
+        parsed = parse_telemetry_topic(topic)
+        if parsed is not None and (self._allowed is None or self._allowed(topic)):
+            if parsed.names(self.identity):
+                entry = (parsed.properties, connection_properties(self.identity, parsed.system_properties))
+            elif self._acts_for_others:
+                entry = (parsed.properties, connection_properties(parsed.sender, parsed.system_properties))
         if len(cache) >= self._max_entries:
             cache.clear()  # a stream of unique bags ($.mid per message) must not grow the cache
         cache[topic] = entry
@@ -176,39 +80,6 @@ class TelemetryParser:
         if entry is None:
             return None
         return Message(payload, entry[0], entry[1])
-
-
-# --- outgoing topics ---------------------------------------------------------------------------
-
-
-def _quote(text: str) -> str:
-    return quote(text, safe="")
-
-
-def encode_property_bag(message: Message) -> str:
-    """The URL-encoded bag of a delivered message: its system properties as ``$.`` keys, then
-    its application properties."""
-    system = message.system_properties
-    pairs = [f"{key}={_quote(system[name])}" for name, key in _OUTGOING_QUOTED if name in system]
-    pairs.extend(f"{_quote(key)}={_quote(value)}" for key, value in message.properties.items())
-    return "&".join(pairs)
-
-
-def input_topic_prefix(identity: Identity) -> str:
-    """``devices/{d}/modules/{m}/inputs/`` of a module identity."""
-    return f"devices/{_quote(identity.device_id)}/modules/{_quote(identity.module_id or '')}/inputs/"
-
-
-def devicebound_topic_prefix(identity: Identity) -> str:
-    """``devices/{d}/messages/devicebound/`` (cloud-to-device messages of the device)."""
-    return f"devices/{_quote(identity.device_id)}/messages/devicebound/"
-
-
-def delivery_topic(identity: Identity, input_name: str | None, message: Message) -> str:
-    """Where ``message`` goes: the module input ``input_name`` or, when None, devicebound."""
-    if input_name is None:
-        return devicebound_topic_prefix(identity) + encode_property_bag(message)
-    return f"{input_topic_prefix(identity)}{_quote(input_name)}/{encode_property_bag(message)}"
 
 
 # --- topic filters (MQTT 5 §4.7) ---------------------------------------------------------------

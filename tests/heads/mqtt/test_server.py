@@ -20,6 +20,7 @@ from edgehub.auth.sas import make_sas_token, sas_resource
 from edgehub.auth.username import parse_mqtt_connect
 from edgehub.clock import SystemClock
 from edgehub.errors import AuthError, EndpointUnavailable, StoreFullError
+from edgehub.heads.credentials import RegistryAuthenticator
 from edgehub.heads.mqtt.codec import Decoder, encode, encode_publish
 from edgehub.heads.mqtt.packets import (
     MQTT_5,
@@ -28,6 +29,8 @@ from edgehub.heads.mqtt.packets import (
     Connect,
     Disconnect,
     Packet,
+    PingReq,
+    PingResp,
     PubAck,
     Publish,
     ReasonCode,
@@ -38,8 +41,13 @@ from edgehub.heads.mqtt.packets import (
 )
 from edgehub.heads.mqtt.server import MqttConnection, MqttServer, ServerLimits, start_mqtt_server
 from edgehub.heads.mqtt.session import ConnectRequest, SessionConfig
-from edgehub.message import Identity, Message
+from edgehub.message import Identity, Message, SystemProperty
+from edgehub.store.base import QueuedMessage, QueueKey
 from edgehub.testing.clock import FakeClock
+from edgehub.upstream.config import UpstreamConfig
+from edgehub.upstream.credentials import SasCredentials
+from edgehub.upstream.mqtt import MqttUpstream
+from tests.upstream.fakes import FakeHub as FakeDownstream
 
 MODULE = Identity("edge", "filter")
 TELEMETRY = "devices/edge/modules/filter/messages/events/"
@@ -117,13 +125,16 @@ async def server(hub: FakeHub) -> AsyncIterator[MqttServer]:
 class Paho:
     """A paho-mqtt client in its own network thread, with what its callbacks saw."""
 
-    def __init__(self, port: int, version: int, client_id: str = MODULE.id, password: str = "secret") -> None:
+    def __init__(
+        self, port: int, version: int, client_id: str = MODULE.id, password: str = "secret",
+        host_name: str = "hub",
+    ) -> None:
         protocol = mqtt.MQTTv5 if version == MQTT_5 else mqtt.MQTTv311
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
             reconnect_on_failure=False,  # each test looks at one connection
         )
-        self.client.username_pw_set(f"hub/{client_id}/?api-version=2021-04-12", password)
+        self.client.username_pw_set(f"{host_name}/{client_id}/?api-version=2021-04-12", password)
         self.connack: int | None = None
         self.disconnected: int | None = None
         self.published: dict[int, int] = {}
@@ -624,3 +635,154 @@ async def test_a_second_listener_shares_sessions_and_takeover(server: MqttServer
     assert server.table.connected == 1
     first.close()
     second.close()
+
+
+# --- SAS expiry on long sessions (virtual time) -------------------------------------------------
+
+KEY = base64.b64encode(b"k" * 32).decode()
+USERNAME = f"localhost/{MODULE.id}/?api-version=2021-04-12"
+
+
+def accepted(packets: list[Packet]) -> bool:
+    return len(packets) == 1 and isinstance(packets[0], ConnAck) and packets[0].reason_code == 0
+
+
+def sas_token(clock: FakeClock, lifetime: int) -> bytes:
+    return make_sas_token(sas_resource("localhost", MODULE), KEY, int(clock.time()) + lifetime).encode()
+
+
+@pytest.mark.parametrize("version", [MQTT_311, MQTT_5])
+async def test_expired_sas_token_ends_the_session_and_a_fresh_token_goes_on(
+    hub: FakeHub, version: int,
+) -> None:
+    clock = FakeClock()
+    registry = IdentityRegistry([IdentitySpec("edge", "filter", primary_key=KEY)], ["localhost"])
+    auth = RegistryAuthenticator(lambda: registry, clock)
+    srv = await start_mqtt_server(hub, auth, authorizer=auth, host="127.0.0.1", port=0, clock=clock)
+    try:
+        first = await Raw.open(srv.port, version)
+        first.send(Connect(version, MODULE.id, True, 0, USERNAME, sas_token(clock, 30)))
+        assert accepted(await first.read(1))
+        await clock.advance(29.0)
+        first.send(PingReq())
+        assert await first.read(1) == [PingResp()]  # still served a second before the token's se
+        await clock.advance(2.0)  # the next tick is past se
+        if version == MQTT_5:
+            # MQTT 5 §3.14.2.1 0xA0 Maximum connect time: the token authorized the connection until se.
+            assert await first.read(1) == [Disconnect(ReasonCode.MAXIMUM_CONNECT_TIME)]
+        assert await first.closed_by_server()
+        first.close()
+        again = await Raw.open(srv.port, version)
+        again.send(Connect(version, MODULE.id, True, 0, USERNAME, sas_token(clock, 30)))
+        assert accepted(await again.read(1))
+        again.send(Publish(TELEMETRY, b"after renewal", 1, packet_id=1))
+        assert await again.read(1) == [PubAck(1)]
+        assert [m.body for m in hub.ingested] == [b"after renewal"]
+        again.close()
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+# --- a child edge hub (nested IoT Edge) ----------------------------------------------------------
+
+CHILD_HUB = Identity("child", "$edgeHub")
+LEAF = Identity("leaf1")
+
+
+@pytest.fixture
+async def parent(hub: FakeHub) -> AsyncIterator[MqttServer]:
+    """A parent hub's MQTT head whose registry lists a child edge hub and a leaf device."""
+    registry = IdentityRegistry(
+        [IdentitySpec("child", "$edgeHub", primary_key=KEY), IdentitySpec("leaf1", primary_key=KEY)],
+        ["localhost"],
+    )
+    auth = RegistryAuthenticator(lambda: registry, SystemClock())
+    srv = await start_mqtt_server(hub, auth, authorizer=auth, host="127.0.0.1", port=0)
+    yield srv
+    srv.close()
+    await srv.wait_closed()
+
+
+def signed_paho(port: int, identity: Identity, version: int) -> Paho:
+    token = make_sas_token(sas_resource("localhost", identity), KEY, int(time.time()) + 3600)
+    return Paho(port, version, client_id=identity.id, password=token, host_name="localhost")
+
+
+@pytest.mark.parametrize("version", [MQTT_311, MQTT_5])
+async def test_child_edge_hub_publishes_for_its_children_who_become_the_senders(
+    parent: MqttServer, hub: FakeHub, clients: list[Paho], version: int,
+) -> None:
+    child = await signed_paho(parent.port, CHILD_HUB, version).connected()
+    clients.append(child)
+    assert child.connack == 0
+    child.client.subscribe([("devices/+/messages/devicebound/#", 1), ("devices/child/modules/+/inputs/#", 1)])
+    await wait_until(lambda: bool(child.subacks), "SUBACK")
+    assert child.subacks == [[1, 1]]
+    mids = [
+        child.publish("devices/leaf1/messages/events/%24.mid=m1&%24.cdid=spoofed&k=v", b"leaf"),
+        child.publish("devices/child/modules/filter/messages/events/%24.on=out1", b"module"),
+    ]
+    await wait_until(lambda: all(mid in child.published for mid in mids), "PUBACKs")
+    assert [(m.body, m.source) for m in hub.ingested] == [
+        (b"leaf", LEAF), (b"module", Identity("child", "filter")),
+    ]
+    assert hub.ingested[0].system_properties[SystemProperty.MESSAGE_ID] == "m1"
+    assert hub.ingested[1].system_properties[SystemProperty.OUTPUT_NAME] == "out1"
+
+
+async def test_a_leaf_device_still_publishes_only_as_itself(
+    parent: MqttServer, hub: FakeHub, clients: list[Paho],
+) -> None:
+    leaf = await signed_paho(parent.port, LEAF, MQTT_5).connected()
+    clients.append(leaf)
+    refused = leaf.publish("devices/leaf2/messages/events/", b"forged")
+    own = leaf.publish("devices/leaf1/messages/events/%24.cdid=leaf2", b"own")
+    await wait_until(lambda: refused in leaf.published and own in leaf.published, "PUBACKs")
+    assert leaf.published[refused] == ReasonCode.NOT_AUTHORIZED
+    assert [(m.body, m.source) for m in hub.ingested] == [(b"own", LEAF)]
+    leaf.client.subscribe("devices/+/messages/devicebound/#", 1)  # '+' is its own device only
+    leaf.client.subscribe("devices/leaf2/messages/devicebound/#", 1)
+    await wait_until(lambda: len(leaf.subacks) == 2, "SUBACKs")
+    assert leaf.subacks == [[1], [ReasonCode.NOT_AUTHORIZED]]
+
+
+async def test_this_hubs_upstream_link_is_a_child_its_parent_head_accepts(
+    parent: MqttServer, hub: FakeHub,
+) -> None:
+    credentials = SasCredentials("localhost", CHILD_HUB, KEY)
+    config = UpstreamConfig(credentials=credentials, host="127.0.0.1", port=parent.port, tls=False)
+    link = MqttUpstream(config, SystemClock())
+    downstream = FakeDownstream()
+    await link.start(downstream)
+    try:
+        await wait_until(lambda: link.upstream_endpoint.reachable, "the child link connected")
+        state = parent.table.get(CHILD_HUB.id)
+        assert state is not None
+        assert sorted(state.subscriptions) == [  # its children's filters, granted: no fallback to its own
+            "devices/+/messages/devicebound/#", "devices/child/modules/+/inputs/#",
+        ]
+        senders = [LEAF, Identity("child", "filter"), None]
+        queued = [
+            QueuedMessage(i, QueueKey("$upstream"), 0, Message(
+                b"m%d" % i, {"n": str(i)},
+                {SystemProperty.CONNECTION_DEVICE_ID: s.device_id, **(
+                    {SystemProperty.CONNECTION_MODULE_ID: s.module_id} if s.module_id else {}
+                )} if s else {},
+            ))
+            for i, s in enumerate(senders)
+        ]
+        result = await asyncio.wait_for(link.upstream_endpoint.send(queued), BOUND)
+        assert result.delivered == 3
+        assert [(m.body, m.source, m.properties) for m in hub.ingested] == [
+            (b"m0", LEAF, {"n": "0"}),
+            (b"m1", Identity("child", "filter"), {"n": "1"}),
+            (b"m2", CHILD_HUB, {"n": "2"}),  # no sender: the child hub's own message
+        ]
+        await wait_until(lambda: CHILD_HUB in hub.links, "the child's own inputs attached")
+        down = Message(b"down", {"k": "v"}, {SystemProperty.MESSAGE_ID: "d1"})
+        assert await asyncio.wait_for(hub.links[CHILD_HUB].deliver("in1", [down]), BOUND) == 1
+        await wait_until(lambda: bool(downstream.stored), "stored by the child")
+        assert downstream.stored == [("/modules/$edgeHub/inputs/in1", [down])]
+    finally:
+        await link.stop()

@@ -30,6 +30,8 @@ from edgehub.heads.mqtt.packets import (
     Will,
 )
 from edgehub.heads.mqtt.session import (
+    Authenticated,
+    Authenticator,
     Closed,
     Connected,
     ConnectRequest,
@@ -61,10 +63,11 @@ class Peer:
     """A client's view of one session: encode what it sends, decode what the server sent."""
 
     def __init__(self, version: int = MQTT_311, *, table: SessionTable | None = None,
-                 config: SessionConfig | None = None, now: float = 0.0) -> None:
+                 config: SessionConfig | None = None, now: float = 0.0,
+                 authenticator: Authenticator = authenticate) -> None:
         self.version = version
         self.table = table or SessionTable()
-        self.session = MqttSession(authenticate, self.table, now, config=config)
+        self.session = MqttSession(authenticator, self.table, now, config=config)
         self.decoder = Decoder(version=version)
         self.events: list[Event] = []
 
@@ -204,6 +207,51 @@ def test_keep_alive_zero_never_times_out() -> None:
     peer = Peer()
     peer.connect(keep_alive=0)
     assert peer.session.tick(1e9) == []
+
+
+def expiring_in(seconds: float) -> Authenticator:
+    """An authenticator whose credentials expire ``seconds`` after the CONNECT."""
+
+    def authenticated(request: ConnectRequest) -> Authenticated:
+        return Authenticated(authenticate(request), seconds)
+
+    return authenticated
+
+
+@both_versions
+def test_expired_credential_closes_the_connection_on_tick(version: int) -> None:
+    peer = Peer(version, authenticator=expiring_in(60.0))
+    peer.connect(will=Will(TELEMETRY, b"gone"))  # at now = 0
+    assert peer.session.tick(59.9) == []
+    events = peer.session.tick(60.0)
+    assert isinstance(events[-1], Closed)
+    assert events[-1].reason_code == ReasonCode.MAXIMUM_CONNECT_TIME
+    assert any(isinstance(e, WillReady) for e in events)  # closed by the server without DISCONNECT 0x00
+    # MQTT 5: DISCONNECT 0xA0 Maximum connect time first; MQTT 3.1.1 has no server DISCONNECT.
+    assert peer.received() == ([Disconnect(ReasonCode.MAXIMUM_CONNECT_TIME)] if version == MQTT_5 else [])
+
+
+def test_nothing_is_taken_in_once_the_credential_expired() -> None:
+    peer = Peer(MQTT_5, authenticator=expiring_in(60.0))
+    peer.connect()
+    assert peer.telemetry(1).messages
+    events = peer.send(Publish(TELEMETRY, b"late", 1, packet_id=2), now=60.5)  # before the next tick
+    assert not any(isinstance(e, TelemetryReceived) for e in events)
+    assert peer.received() == [Disconnect(ReasonCode.MAXIMUM_CONNECT_TIME)]
+    assert peer.closed
+
+
+def test_a_credential_without_expiry_never_closes_the_connection() -> None:
+    peer = Peer(authenticator=lambda request: Authenticated(authenticate(request)))
+    peer.connect()
+    assert peer.session.tick(1e9) == []
+
+
+def test_expiry_counts_from_the_connect_of_this_connection() -> None:
+    peer = Peer(MQTT_5, authenticator=expiring_in(30.0), now=100.0)
+    peer.send(Connect(MQTT_5, MODULE.id, True, 0, "u", b"secret"), now=100.0)
+    assert peer.session.tick(129.0) == []
+    assert isinstance(peer.session.tick(130.0)[-1], Closed)
 
 
 @pytest.mark.parametrize(("version", "code"), [(MQTT_311, 0x03), (MQTT_5, ReasonCode.QUOTA_EXCEEDED)])
@@ -598,3 +646,52 @@ def test_v5_disconnect_cannot_make_a_session_persistent() -> None:
     peer.connect()
     peer.send(Disconnect(properties=Properties(session_expiry_interval=30)))
     assert peer.received() == [Disconnect(ReasonCode.PROTOCOL_ERROR)]
+
+
+# --- a child edge hub (nested IoT Edge) ----------------------------------------------------------
+
+CHILD_HUB = Identity("child", "$edgeHub")
+
+
+def test_child_edge_hub_publishes_for_its_children_with_their_connection_ids() -> None:
+    peer = Peer(MQTT_5)
+    peer.connect(CHILD_HUB.id)
+    events = peer.send(
+        Publish("devices/leaf1/messages/events/%24.mid=m1&%24.cdid=spoof&k=v", b"a", 1, packet_id=1),
+        Publish("devices/child/modules/filter/messages/events/%24.on=out1", b"b", 1, packet_id=2),
+    )
+    [received] = [e for e in events if isinstance(e, TelemetryReceived)]
+    assert received.messages == [
+        Message(b"a", {"k": "v"}, {"messageId": "m1", "connectionDeviceId": "leaf1"}),
+        Message(b"b", {}, {
+            "outputName": "out1", "connectionDeviceId": "child", "connectionModuleId": "filter",
+        }),
+    ]
+
+
+def test_child_edge_hub_subscriptions_to_its_childrens_topics_are_granted() -> None:
+    peer = Peer(MQTT_5)
+    peer.connect(CHILD_HUB.id)
+    events = peer.send(Subscribe(1, (
+        Subscription("devices/+/messages/devicebound/#", 1),
+        Subscription("devices/child/modules/+/inputs/#", 1),
+        Subscription("devices/+/messages/events/#", 1),
+    )))
+    assert peer.received() == [SubAck(1, (1, 1, ReasonCode.NOT_AUTHORIZED))]
+    assert events == [DeliveryChanged(True)]  # its own inputs are under devices/child/modules/+/inputs
+    assert peer.session.accepts("devices/child/modules/%24edgeHub/inputs/in1/")
+
+
+def test_child_edge_hub_devicebound_filter_alone_delivers_nothing_here() -> None:
+    peer = Peer(MQTT_5)
+    peer.connect(CHILD_HUB.id)
+    events = peer.send(Subscribe(1, (Subscription("devices/+/messages/devicebound/#", 1),)))
+    assert peer.received() == [SubAck(1, (1,))]
+    assert events == []
+
+
+def test_a_module_cannot_subscribe_to_other_devices_devicebound() -> None:
+    peer = Peer(MQTT_5)
+    peer.connect()
+    peer.send(Subscribe(1, (Subscription("devices/+/messages/devicebound/#", 1),)))
+    assert peer.received() == [SubAck(1, (ReasonCode.NOT_AUTHORIZED,))]

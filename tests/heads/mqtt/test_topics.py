@@ -1,96 +1,22 @@
-"""Tests of edgehub.heads.mqtt.topics: the IoT Hub telemetry / delivery topic scheme and topic filters."""
+"""Tests of edgehub.heads.mqtt.topics: who a client's telemetry is from, topic filters, delivery filters."""
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from edgehub.heads.mqtt.topics import (
     DeliveryFilter,
     TelemetryParser,
     delivery_filter,
-    delivery_topic,
-    encode_property_bag,
     filter_matches,
     is_valid_filter,
-    parse_property_bag,
-    parse_telemetry_topic,
 )
+from edgehub.iothub.topics import delivery_topic
 from edgehub.message import Identity, Message
 
 MODULE = Identity("edge", "filter")
 DEVICE = Identity("sensor1")
-
-
-def test_device_topic_without_bag() -> None:
-    parsed = parse_telemetry_topic("devices/sensor1/messages/events/")
-    assert parsed is not None
-    assert (parsed.device_id, parsed.module_id) == ("sensor1", None)
-    assert parsed.properties == {}
-    assert parsed.system_properties == {}
-
-
-def test_device_topic_without_trailing_slash() -> None:
-    parsed = parse_telemetry_topic("devices/sensor1/messages/events")
-    assert parsed is not None
-    assert parsed.device_id == "sensor1"
-
-
-def test_module_topic_with_system_and_application_properties() -> None:
-    topic = (
-        "devices/edge/modules/filter/messages/events/"
-        "%24.mid=42&%24.cid=c1&%24.uid=u&%24.to=%2Fdevices%2Fx&%24.ct=application%2Fjson&%24.ce=utf-8"
-        "&%24.on=alerts&%24.ctime=2024-01-01T00%3A00%3A00Z&%24.schema=s1&%24.exp=2030-01-01"
-        "&temp=21.5&a%20b=c+d"
-    )
-    parsed = parse_telemetry_topic(topic)
-    assert parsed is not None
-    assert (parsed.device_id, parsed.module_id) == ("edge", "filter")
-    assert parsed.system_properties == {
-        "messageId": "42", "correlationId": "c1", "userId": "u", "to": "/devices/x",
-        "contentType": "application/json", "contentEncoding": "utf-8", "outputName": "alerts",
-        "creationTime": "2024-01-01T00:00:00Z", "messageSchema": "s1", "absolute-expiry-time": "2030-01-01",
-    }
-    assert parsed.properties == {"temp": "21.5", "a b": "c+d"}  # '+' is not a space (quote, not quote_plus)
-
-
-def test_bag_with_unencoded_dollar_keys_and_question_mark() -> None:
-    app, system = parse_property_bag("?$.ct=text&x=1")
-    assert (app, system) == ({"x": "1"}, {"contentType": "text"})
-
-
-def test_connection_ids_in_the_bag_are_ignored() -> None:
-    app, system = parse_property_bag("%24.cdid=evil&%24.cmid=evil&k=v")
-    assert (app, system) == ({"k": "v"}, {})
-
-
-def test_valueless_keys() -> None:
-    app, system = parse_property_bag("%24.mid&flag&&k=")
-    assert (app, system) == ({"flag": "", "k": ""}, {})
-
-
-@pytest.mark.parametrize(
-    "topic",
-    [
-        "devices/sensor1/messages/devicebound/",
-        "devices//messages/events/",
-        "devices/edge/modules//messages/events/",
-        "devices/edge/modules/filter/inputs/x/",
-        "$iothub/twin/PATCH/properties/reported/?$rid=1",
-        "telemetry/sensor1",
-    ],
-)
-def test_other_topics_are_not_telemetry(topic: str) -> None:
-    assert parse_telemetry_topic(topic) is None
-
-
-def test_url_encoded_device_id_is_decoded() -> None:
-    parsed = parse_telemetry_topic("devices/dev%23one/messages/events/")
-    assert parsed is not None
-    assert parsed.device_id == "dev#one"
+CHILD_HUB = Identity("child", "$edgeHub")
 
 
 def test_parser_stamps_the_identity_and_refuses_other_senders() -> None:
@@ -101,6 +27,53 @@ def test_parser_stamps_the_identity_and_refuses_other_senders() -> None:
     })
     assert parser.message("devices/edge/messages/events/", b"x") is None
     assert parser.message("devices/other/modules/filter/messages/events/", b"x") is None
+
+
+def test_parser_ignores_connection_ids_a_client_writes_in_its_bag() -> None:
+    parser = TelemetryParser(DEVICE)
+    message = parser.message("devices/sensor1/messages/events/%24.cdid=evil&%24.cmid=evil&k=v", b"x")
+    assert message == Message(b"x", {"k": "v"}, {"connectionDeviceId": "sensor1"})
+
+
+def test_parser_accepts_the_identitys_ids_percent_encoded_or_raw() -> None:
+    odd = Identity("dev:1", "m$")
+    parser = TelemetryParser(odd)
+    for topic in ("devices/dev%3A1/modules/m%24/messages/events/",  # azure-iot-device
+                  "devices/dev:1/modules/m$/messages/events/"):  # .NET and C SDKs
+        message = parser.message(topic, b"x")
+        assert message is not None
+        assert message.source == odd
+
+
+def test_child_edge_hub_sends_for_the_devices_and_modules_below_it() -> None:
+    parser = TelemetryParser(CHILD_HUB)
+    leaf = parser.message("devices/leaf1/messages/events/%24.mid=7&k=v", b"a")
+    module = parser.message("devices/child/modules/filter/messages/events/%24.on=out1", b"b")
+    own = parser.message("devices/child/modules/%24edgeHub/messages/events/", b"c")
+    assert leaf == Message(b"a", {"k": "v"}, {"messageId": "7", "connectionDeviceId": "leaf1"})
+    assert module is not None
+    assert module.source == Identity("child", "filter")
+    assert module.system_properties["outputName"] == "out1"
+    assert own is not None
+    assert own.source == CHILD_HUB
+
+
+def test_child_edge_hub_messages_name_the_topics_sender_not_the_bags() -> None:
+    parser = TelemetryParser(CHILD_HUB)
+    message = parser.message("devices/leaf1/messages/events/%24.cdid=other&%24.cmid=m", b"x")
+    assert message is not None
+    assert message.source == Identity("leaf1")
+
+
+def test_child_edge_hub_still_needs_a_telemetry_topic_and_the_policy() -> None:
+    parser = TelemetryParser(CHILD_HUB, allowed=lambda topic: "blocked" not in topic)
+    assert parser.message("devices/leaf1/messages/devicebound/", b"x") is None
+    assert parser.message("devices/blocked/messages/events/", b"x") is None
+
+
+def test_a_module_named_like_a_hub_on_another_id_does_not_act_for_others() -> None:
+    parser = TelemetryParser(Identity("child", "edgeHub"))
+    assert parser.message("devices/leaf1/messages/events/", b"x") is None
 
 
 def test_parser_shares_property_mappings_for_a_repeated_topic() -> None:
@@ -117,31 +90,6 @@ def test_parser_cache_stays_bounded_under_unique_bags() -> None:
     for i in range(100):
         assert parser.message(f"devices/sensor1/messages/events/%24.mid={i}", b"") is not None
     assert parser.cached_topics <= 8
-
-
-def test_delivery_topics_carry_properties_back() -> None:
-    message = Message(b"x", {"alert": "high temp"}, {
-        "messageId": "m1", "contentType": "application/json", "connectionDeviceId": "sensor1",
-        "connectionModuleId": "reader", "outputName": "out",
-    })
-    topic = delivery_topic(MODULE, "input1", message)
-    assert topic == (
-        "devices/edge/modules/filter/inputs/input1/"
-        "%24.mid=m1&%24.ct=application%2Fjson&%24.cdid=sensor1&%24.cmid=reader&alert=high%20temp"
-    )
-    assert delivery_topic(DEVICE, None, Message(b"")) == "devices/sensor1/messages/devicebound/"
-
-
-@given(
-    st.dictionaries(st.text(min_size=1, max_size=8).filter(lambda k: not k.startswith("$.")),
-                    st.text(max_size=8), max_size=4),
-    st.text(max_size=8),
-)
-def test_property_bag_round_trips(app: dict[str, str], message_id: str) -> None:
-    message = Message(b"", app, {"messageId": message_id} if message_id else {})
-    parsed_app, parsed_system = parse_property_bag(encode_property_bag(message))
-    assert parsed_app == app
-    assert parsed_system == ({"messageId": message_id} if message_id else {})
 
 
 @pytest.mark.parametrize(
@@ -184,6 +132,9 @@ def test_filter_matching(topic_filter: str, topic: str, matches: bool) -> None:
         (DEVICE, "devices/sensor2/messages/devicebound/#", False),
         (DEVICE, "devices/sensor1/messages/events/#", False),
         (DEVICE, "$iothub/methods/POST/#", False),
+        (CHILD_HUB, "devices/child/modules/+/inputs/#", True),
+        (CHILD_HUB, "devices/child/modules/%24edgeHub/inputs/#", True),
+        (CHILD_HUB, "devices/+/messages/devicebound/#", False),
     ],
 )
 def test_delivery_filter_selects_only_own_delivery_topics(
@@ -197,9 +148,3 @@ def test_delivery_filter_for_one_input_matches_only_it() -> None:
     assert only_in1 is not None
     assert only_in1.matches(delivery_topic(MODULE, "in1", Message(b"")))
     assert not only_in1.matches(delivery_topic(MODULE, "in2", Message(b"")))
-
-
-def test_quoted_ids_in_delivery_topics() -> None:
-    odd = Identity("dev/1", "m#")
-    expected = f"devices/{quote('dev/1', safe='')}/modules/m%23/inputs/in/"
-    assert delivery_topic(odd, "in", Message(b"")) == expected
