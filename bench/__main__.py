@@ -11,6 +11,9 @@ import importlib
 SCENARIOS = {
     "store": "bench.store_bench",
     "router": "bench.router_bench",
+    "upstream": "bench.upstream_bench",
+    "mqtt": "bench.mqtt_bench",
+    "mqtt-head": "bench.mqtt_head_bench",
 }
 
 

@@ -7,16 +7,11 @@ is the yardstick. Prints a table; never fails on a timing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator, Sequence
 
-from bench.common import Row, print_table
+from bench.common import Row, free_port, print_table, server_process
 from bench.mqtt_loadgen import Credentials, run_load
 
 _SERVE = """
@@ -46,33 +41,6 @@ except ImportError:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_listening(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-@contextlib.contextmanager
-def _process(args: Sequence[str], port: int) -> Iterator[None]:
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_listening(port)
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 def _measure(port: int, publishers: int, window: int, total: int) -> tuple[int, float]:
     creds = [Credentials(f"bench{i}", "u", "p", topic=f"devices/bench{i}/messages/events/")
              for i in range(publishers)]
@@ -84,19 +52,19 @@ def run(quick: bool = False) -> None:
     total = 40_000 if quick else 200_000
     loads = [(1, 100), (4, 100), (8, 500)]
     rows: list[Row] = []
-    port = _free_port()
-    with _process([sys.executable, "-c", _SERVE, str(port)], port):
+    port = free_port()
+    with server_process([sys.executable, "-c", _SERVE, str(port)], port):
         for publishers, window in loads:
             acked, seconds = _measure(port, publishers, window, total)
             name = f"edgehub MQTT head, {publishers} pub, window {window}"
             rows.append(Row(name, acked, seconds, "no-op hub"))
     mosquitto = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
     if mosquitto is not None:
-        port = _free_port()
+        port = free_port()
         with tempfile.NamedTemporaryFile("w", suffix=".conf") as conf:
             conf.write(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 0\n")
             conf.flush()
-            with _process([mosquitto, "-c", conf.name], port):
+            with server_process([mosquitto, "-c", conf.name], port):
                 for publishers, window in loads:
                     acked, seconds = _measure(port, publishers, window, total)
                     name = f"mosquitto, {publishers} pub, window {window}"

@@ -80,6 +80,7 @@ def check_config(config_path: Path | None) -> int:
 
 
 def stats(storage: Path | None) -> int:
+    from edgehub.hub import store_folder
     from edgehub.settings import load_settings
     from edgehub.store.open import open_store
 
@@ -88,7 +89,7 @@ def stats(storage: Path | None) -> int:
     except ConfigError as error:
         _print_problems(error)
         return EXIT_CONFIG
-    folder = storage or settings.storage_folder
+    folder = store_folder(storage or settings.storage_folder)
     try:
         store = open_store(folder, backend=settings.store_backend, sync=False, low_memory=True,
                            max_size_bytes=None, recovery="fail", read_only=True)

@@ -39,6 +39,10 @@ from edgehub.upstream.factory import create_upstream
 log = logging.getLogger(__name__)
 
 UPSTREAM: Final = "$upstream"
+LOCAL_BATCH_SIZE: Final = 100
+"""Messages per send to a local client; the session's in-flight window bounds what is on the wire."""
+LOCAL_IN_FLIGHT_BATCHES: Final = 2
+"""Two batches per local endpoint in flight, so the next is on the wire while PUBACKs of the last return."""
 
 
 class StandaloneUpstream:
@@ -64,9 +68,10 @@ def local_endpoint(directory: ClientDirectory, edge_device_id: str, name: str) -
     this edge device) or ``/devices/{d}/messages/devicebound``. ValueError otherwise."""
     parts = name.split("/")
     if len(parts) == 5 and parts[1] == "modules" and parts[3] == "inputs":
-        return ModuleInputEndpoint(directory, Identity(edge_device_id, parts[2]), parts[4])
+        return ModuleInputEndpoint(directory, Identity(edge_device_id, parts[2]), parts[4],
+                                   max_batch_size=LOCAL_BATCH_SIZE)
     if len(parts) == 5 and parts[1] == "devices" and parts[3:] == ["messages", "devicebound"]:
-        return DeviceboundEndpoint(directory, Identity(parts[2]))
+        return DeviceboundEndpoint(directory, Identity(parts[2]), max_batch_size=LOCAL_BATCH_SIZE)
     raise ValueError(f"not a local endpoint name: {name!r}")
 
 
@@ -130,19 +135,28 @@ class Hub:
         started = self.clock.monotonic()
         now = now_ms(self.clock)
         routes = self._routes
+        match, plan_of = routes.router.match, routes.plan
         items: list[IngestItem] = []
-        touched: set[QueueKey] = set()
+        # One deliveries tuple per distinct plan in this batch (plans are cached objects).
+        deliveries_of: dict[int, tuple[Delivery, ...]] = {}
+        unrouted = 0
         for message in messages:
             stamped = Message(message.body, message.properties, message.system_properties, now)
-            plan = routes.plan(routes.router.match(stamped))
+            plan = plan_of(match(stamped))
             if not plan:
-                metrics.MESSAGES_DROPPED.labels("no_route", "").inc()
+                unrouted += 1
                 continue
-            items.append(IngestItem(stamped, tuple(Delivery(queue, now + ttl) for queue, ttl in plan)))
-            touched.update(queue for queue, _ in plan)
+            deliveries = deliveries_of.get(id(plan))
+            if deliveries is None:
+                deliveries = tuple(Delivery(queue, now + ttl) for queue, ttl in plan)
+                deliveries_of[id(plan)] = deliveries
+            items.append(IngestItem(stamped, deliveries))
+        if unrouted:
+            metrics.MESSAGES_DROPPED.labels("no_route", "").inc(unrouted)
         if items:
             await self.committer.append(items)
         metrics.MESSAGE_PROCESS_DURATION.observe(self.clock.monotonic() - started)
+        touched = {d.queue for deliveries in deliveries_of.values() for d in deliveries}
         for queue in touched:
             self._pump_for(queue.endpoint).notify(queue.priority)
 
@@ -217,7 +231,9 @@ class Hub:
         pump = self._pumps.get(endpoint_name)
         if pump is None:
             endpoint = self._endpoint(endpoint_name)
-            fan_out = self.settings.upstream_fan_out_factor if endpoint_name == UPSTREAM else 1
+            fan_out = (
+                self.settings.upstream_fan_out_factor if endpoint_name == UPSTREAM else LOCAL_IN_FLIGHT_BATCHES
+            )
             pump = EndpointPump(self.store, endpoint, self.clock, max_in_flight_batches=fan_out)
             self._pumps[endpoint_name] = pump
             pump.start()
@@ -291,7 +307,8 @@ class HubAssembly:
 
     def describe(self) -> list[str]:
         settings = self.hub.settings
-        lines = [f"store: {settings.storage_folder.resolve()} ({type(self.hub.store).__name__})"]
+        location = store_folder(settings.storage_folder).resolve()
+        lines = [f"store: {location} ({getattr(self.hub.store, 'kv', self.hub.store).__class__.__name__})"]
         lines += self.hub.listening
         if settings.metrics_port:
             lines.append(f"metrics: http://0.0.0.0:{settings.metrics_port}/metrics")
@@ -301,6 +318,11 @@ class HubAssembly:
         else:
             lines.append(f"upstream: {getattr(getattr(upstream, 'config', None), 'url', 'configured')}")
         return lines
+
+
+def store_folder(storage_folder: Path) -> Path:
+    """The store lives in its own folder under StorageFolder, beside ``certs/``."""
+    return storage_folder / "store"
 
 
 def build_registry(settings: Settings, config: HubConfig) -> IdentityRegistry:
@@ -363,7 +385,7 @@ def assemble(settings: Settings, config_path: Path | None, *, clock: Clock | Non
     config = load_config_file(config_path) if config_path is not None else default_config()
     validate_config(settings)(config)
     store = open_store(
-        settings.storage_folder,
+        store_folder(settings.storage_folder),
         backend=settings.store_backend,
         sync=settings.store_sync_writes,
         low_memory=not settings.optimize_for_performance,

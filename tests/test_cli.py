@@ -75,18 +75,16 @@ def test_check_config_accepts_every_example_deployment() -> None:
 
 def test_a_store_that_cannot_be_opened_exits_3_with_the_path_and_never_runs_in_memory(tmp_path: Path) -> None:
     folder = tmp_path / "data"
-    folder.mkdir()
-    (folder / "rocksdb").write_text("not a database")
-    (folder / "sqlite").write_text("not a database")
-    (folder / "CURRENT").write_text("garbage\n")
+    (folder / "store").mkdir(parents=True)
+    (folder / "store" / "CURRENT").write_text("garbage\n")
     result = edgehub("run", env={"StorageFolder": str(folder), **hub_env(tmp_path)})
     assert result.returncode == 3, result.stderr
-    assert str(folder) in result.stderr
+    assert str(folder / "store") in result.stderr
 
 
 def test_stats_prints_queue_lengths_and_sizes_of_a_store(tmp_path: Path) -> None:
     folder = tmp_path / "data"
-    store = open_store(folder, backend="auto", sync=False, low_memory=True, max_size_bytes=None,
+    store = open_store(folder / "store", backend="auto", sync=False, low_memory=True, max_size_bytes=None,
                        recovery="fail")
     queue = QueueKey("$upstream", 0)
     items = [IngestItem(Message(b"x" * 100, enqueued_ms=1), (Delivery(queue, 2**50),)) for _ in range(3)]
@@ -96,3 +94,15 @@ def test_stats_prints_queue_lengths_and_sizes_of_a_store(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith("$upstream"))
     assert row.split()[1:3] == ["0", "3"]
+
+
+def test_quarantine_moves_a_corrupt_store_aside_says_so_and_starts_empty(tmp_path: Path) -> None:
+    store = tmp_path / "data" / "store"
+    store.mkdir(parents=True)
+    (store / "CURRENT").write_text("garbage\n")
+    env = {"storeRecovery": "quarantine", **hub_env(tmp_path)}
+    with HubProcess(tmp_path, env=env) as hub:
+        assert "moved it to" in hub.output
+    assert hub.process is not None
+    assert hub.process.returncode == 0
+    assert list(tmp_path.glob("data/store.corrupt-*"))
