@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Final
 from urllib.parse import quote, unquote
@@ -29,7 +30,9 @@ WireKeys = tuple[tuple[str, str], ...]
 """(system property, its key as written in a bag) pairs, in the order they are written."""
 
 
+@lru_cache(maxsize=4096)
 def _quote(text: str) -> str:
+    # Cached: ids, content types, input and property names repeat on every message.
     return quote(text, safe="")
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Final
 
 from edgehub.errors import StoreError, StoreFullError, StoreOpenError
-from edgehub.message import MessageId
+from edgehub.message import Message, MessageId
 from edgehub.store.base import Delivery, IngestItem, QueuedMessage, QueueKey, QueueStats, StoreStats
 from edgehub.store.kv import (
     CHECKPOINTS,
@@ -73,10 +73,11 @@ class _QueueSlot:
 class _AppendPlan:
     """What one append will write and change, built before anything is written."""
 
-    __slots__ = ("added", "batch", "count", "ids", "new_queues", "next_id", "slots")
+    __slots__ = ("added", "batch", "count", "fresh", "ids", "new_queues", "next_id", "slots")
 
     def __init__(self, next_id: int) -> None:
         self.next_id = next_id
+        self.fresh: list[tuple[MessageId, Message]] = []
         self.batch = WriteBatch()
         self.ids: list[MessageId] = []
         self.slots: dict[QueueKey, _QueueSlot] = {}
@@ -89,8 +90,10 @@ class MessageStore:
     """Implements edgehub.store.base.Store over a KeyValue.
 
     In memory it keeps one checkpoint and one length per queue, the id counter,
-    the size and the message count (all recomputed at open), never bodies or refs.
-    One lock orders every write; reads take no lock.
+    the size and the message count (all recomputed at open), and, when
+    ``recent_messages`` > 0, the last that many appended messages so a pump that
+    keeps up reads them without a store lookup (low-memory mode keeps none: DESIGN
+    §6). One lock orders every write; reads take no lock.
     """
 
     def __init__(
@@ -101,8 +104,13 @@ class MessageStore:
         sync: bool = False,
         read_only: bool = False,
         location: str = "memory",
+        recent_messages: int = 0,
     ) -> None:
         self._kv = kv
+        # id -> Message of the latest appends, oldest first; ids are never reused, so an
+        # entry whose message was delivered meanwhile is never looked up and just ages out.
+        self._recent: dict[MessageId, Message] = {}
+        self._recent_limit = recent_messages
         self._location = location
         self._max_size = max_size_bytes
         self._sync = sync
@@ -243,6 +251,8 @@ class MessageStore:
         record_size = len(record) + RECORD_KEY_BYTES
         plan.added += record_size
         plan.count += 1
+        if self._recent_limit:
+            plan.fresh.append((message_id, item.message))
         puts = plan.batch.puts
         puts[MESSAGES].append((id_key, record))
         puts[QUEUES].extend(entries)
@@ -295,6 +305,11 @@ class MessageStore:
         self._count += plan.count
         for queue in plan.new_queues:
             self._checkpoints[queue] = 0
+        if plan.fresh:
+            recent = self._recent
+            recent.update(plan.fresh)
+            for _ in range(len(recent) - self._recent_limit):
+                del recent[next(iter(recent))]
         lengths = self._lengths
         for queue, slot in plan.slots.items():
             lengths[queue] = lengths.get(queue, 0) + slot.count
@@ -320,11 +335,18 @@ class MessageStore:
                 break
             start = rows[-1][0] + b"\x00"
         del live[limit:]
-        records = self._kv.multi_get(MESSAGES, [U64.pack(message_id) for message_id, _ in live])
+        recent = self._recent
+        messages: list[Message | None] = [recent.get(message_id) for message_id, _ in live]
+        missing = [index for index, message in enumerate(messages) if message is None]
+        if missing:
+            records = self._kv.multi_get(MESSAGES, [U64.pack(live[index][0]) for index in missing])
+            for index, record in zip(missing, records, strict=True):
+                if record is not None:  # else reclaimed between the two reads by another thread
+                    messages[index] = decode_message(record)
         return [
-            QueuedMessage(message_id, queue, expiry, decode_message(record))
-            for (message_id, expiry), record in zip(live, records, strict=True)
-            if record is not None  # reclaimed between the two reads by another thread
+            QueuedMessage(message_id, queue, expiry, message)
+            for (message_id, expiry), message in zip(live, messages, strict=True)
+            if message is not None
         ]
 
     # -- checkpoint and reclaim ---------------------------------------------------

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from edgehub.errors import StoreOpenError
 from edgehub.store.kv import KeyValue, StoreCorruptError
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 Backend = Literal["auto", "rocksdb", "sqlite"]
 Recovery = Literal["fail", "quarantine"]
 QUARANTINE_MARK = ".corrupt-"
+RECENT_MESSAGES: Final = 4096
+"""Appended messages kept in memory for pumps that keep up (not in low-memory mode)."""
 
 
 def rocksdb_available() -> bool:
@@ -88,7 +90,8 @@ def _open(
     kv = _open_kv(folder, chosen, low_memory=low_memory, read_only=read_only)
     try:
         store = MessageStore(
-            kv, max_size_bytes=max_size_bytes, sync=sync, read_only=read_only, location=str(folder)
+            kv, max_size_bytes=max_size_bytes, sync=sync, read_only=read_only, location=str(folder),
+            recent_messages=0 if low_memory or read_only else RECENT_MESSAGES,
         )
     except BaseException:
         kv.close()

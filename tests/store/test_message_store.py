@@ -109,3 +109,40 @@ def test_lengths_and_checkpoints_are_kept_per_queue() -> None:
     assert store.checkpoint_of(UPSTREAM) == ids[0]
     assert store.checkpoint_of(MODULE) == 0
     assert store.next_id == ids[-1] + 1
+
+
+class MultiGetCountingKeyValue(MemoryKeyValue):
+    """Counts the message bodies read from the key-value layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies_read = 0
+
+    def multi_get(self, table: int, keys: list[bytes]) -> list[bytes | None]:
+        if table == MESSAGES:
+            self.bodies_read += len(keys)
+        return super().multi_get(table, keys)
+
+
+def test_recent_messages_are_read_without_a_store_lookup_and_older_ones_from_the_store() -> None:
+    kv = MultiGetCountingKeyValue()
+    store = MessageStore(kv, recent_messages=2)
+    ids = store.append([item(f"m{n}".encode(), to(UPSTREAM, NOW + HOUR)) for n in range(5)])
+    read = store.read(UPSTREAM, 0, 10, NOW)
+    assert [q.message.body for q in read] == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+    assert [q.id for q in read] == ids
+    assert kv.bodies_read == 3  # m3 and m4 came from memory
+    fresh = MessageStore(MultiGetCountingKeyValue(), recent_messages=0)
+    fresh.append([item(b"x", to(UPSTREAM, NOW + HOUR))])
+    assert [q.message.body for q in fresh.read(UPSTREAM, 0, 10, NOW)] == [b"x"]
+
+
+def test_a_recent_message_is_still_expired_and_checkpointed_like_any_other() -> None:
+    store = MessageStore(MemoryKeyValue(), recent_messages=100)
+    short, long = store.append(
+        [item(b"short", to(UPSTREAM, NOW + 10)), item(b"long", to(UPSTREAM, NOW + HOUR))]
+    )
+    assert [q.message.body for q in store.read(UPSTREAM, 0, 10, NOW + 10)] == [b"long"]
+    store.checkpoint(UPSTREAM, long)
+    assert store.read(UPSTREAM, 0, 10, NOW) == []
+    assert short < long
