@@ -307,7 +307,7 @@ def _create_ca(at: datetime) -> _Pair:
         .not_valid_before(at - _BACKDATE)
         .not_valid_after(at + DEV_CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .add_extension(key_usage(cert_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -330,7 +330,7 @@ def _create_server(ca: _Pair, names: _SubjectNames, at: datetime) -> _Pair:
         # A certificate must not outlive its issuer.
         .not_valid_after(min(at + DEV_VALIDITY, ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(cert_sign=False), critical=True)
+        .add_extension(key_usage(cert_sign=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(san), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -342,7 +342,8 @@ def _create_server(ca: _Pair, names: _SubjectNames, at: datetime) -> _Pair:
     return certificate, key
 
 
-def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
+def key_usage(*, cert_sign: bool) -> x509.KeyUsage:
+    """Key usage of a CA (``cert_sign``) or an end-entity certificate (signatures only)."""
     return x509.KeyUsage(
         digital_signature=True,
         content_commitment=False,

@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from edgehub.tls import key_usage
+
 
 @dataclass(frozen=True, slots=True)
 class CertificateAuthority:
@@ -62,7 +64,7 @@ def make_ca(
     builder = (
         _builder(subject, key, issuer, at, days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .add_extension(key_usage(cert_sign=True), critical=True)
     )
     certificate = builder.sign(issuer.key if issuer else key, hashes.SHA256())
     stem = _file_stem(name)
@@ -90,7 +92,7 @@ def make_client_certificate(
     builder = (
         _builder(subject, key, issuer, not_before or at, days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(cert_sign=False), critical=True)
+        .add_extension(key_usage(cert_sign=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
     )
     certificate = builder.sign(issuer.key if issuer else key, hashes.SHA256())
@@ -126,19 +128,6 @@ def _builder(
         )
     return builder
 
-
-def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
 
 
 def _write(
