@@ -50,6 +50,10 @@ class _Received:
     parsed: DownstreamMessage | None
 
 
+PROBE_INITIAL: Final = 0.1
+PROBE_CAP: Final = 1.0
+
+
 class MqttUpstream:
     """Implements edgehub.plugins.UpstreamLink for ``UpstreamProtocol`` Mqtt and MqttWs.
 
@@ -75,12 +79,18 @@ class MqttUpstream:
         *,
         connection_factory: ConnectionFactory = MqttConnection,
         backoff: Backoff | None = None,
+        probe_backoff: Backoff | None = None,
         store_backoff: Callable[[], Backoff] = Backoff,
     ) -> None:
         self.config = config
         self._clock = clock
         self._connection_factory = connection_factory
+        # Refused credentials: 1 s doubling to 60 s (retrying faster cannot help).
         self._backoff = backoff or Backoff()
+        # Unreachable parent: 0.1 s doubling to 1 s, so delivery resumes within a second of
+        # the parent coming back (DESIGN §1 invariant 7; edgeHub waited out its retry timer,
+        # Azure/iotedge PR #7528). A refused TCP connect a second is cheap.
+        self._probe = probe_backoff or Backoff(initial=PROBE_INITIAL, cap=PROBE_CAP)
         self._store_backoff = store_backoff
         self.upstream_endpoint = UpstreamEndpoint(
             clock,
@@ -140,16 +150,21 @@ class MqttUpstream:
         while True:
             try:
                 connection, token = await self._connect()
-            except (AuthError, EndpointUnavailable) as exc:
+            except AuthError as exc:
                 self._went_offline(str(exc))
-                await self._retry_delay()
+                await self._retry_delay(self._backoff)
+                continue
+            except EndpointUnavailable as exc:
+                self._went_offline(str(exc))
+                await self._retry_delay(self._probe)
                 continue
             except Exception as exc:
                 log.exception("upstream: connecting to %s failed unexpectedly", self.config.url)
                 self._went_offline(repr(exc))
-                await self._retry_delay()
+                await self._retry_delay(self._backoff)
                 continue
             self._backoff.reset()
+            self._probe.reset()
             self._came_online()
             self._connection = connection
             self.upstream_endpoint.attach(connection)
@@ -160,7 +175,7 @@ class MqttUpstream:
                 continue
             self._connection = None
             self._went_offline(reason)
-            await self._retry_delay()
+            await self._retry_delay(self._probe)
 
     async def _connect(self) -> tuple[UpstreamConnection, SasToken]:
         token = self.config.credentials.token(self._clock.time())
@@ -227,9 +242,9 @@ class MqttUpstream:
         self._connection = None
         await connection.close()
 
-    async def _retry_delay(self) -> None:
-        delay = self._backoff.next_delay()
-        log.debug("upstream: connect attempt %d failed; next in %.2f s", self._backoff.failures, delay)
+    async def _retry_delay(self, backoff: Backoff) -> None:
+        delay = backoff.next_delay()
+        log.debug("upstream: connect attempt %d failed; next in %.2f s", backoff.failures, delay)
         await self._clock.sleep(delay)
 
     def _ack_timed_out(self, channel: PublishChannel) -> None:

@@ -80,6 +80,7 @@ async def make_link(clock: FakeClock, parent: FakeParent, hub: FakeHub) -> Async
         link = MqttUpstream(
             config, clock, connection_factory=parent.connect,
             backoff=Backoff(random=lambda: 0.0), store_backoff=lambda: Backoff(random=lambda: 0.0),
+            probe_backoff=Backoff(initial=0.1, cap=1.0, random=lambda: 0.0),
         )
         await link.start(hub)
         links.append(link)
@@ -105,16 +106,31 @@ async def test_connects_subscribes_and_becomes_reachable(make_link: MakeLink, pa
     assert parent.current.password.startswith("SharedAccessSignature sr=myhub.azure-devices.net%2Fdevices%2F")
 
 
-async def test_unreachable_parent_is_retried_after_1_2_4_seconds_up_to_a_60_second_cap(
+async def test_unreachable_parent_is_probed_at_most_a_second_apart_so_delivery_resumes_within_a_second(
     make_link: MakeLink, parent: FakeParent, clock: FakeClock
 ) -> None:
     parent.reachable = False
+    link = await make_link()
+    # 0.1 s doubling to a 1 s cap: attempts at 0, 0.1, 0.3, 0.7, 1.5, 2.5, 3.5, ... 600.5
+    for at, attempts in [(0.05, 1), (0.15, 2), (0.35, 3), (0.75, 4), (1.55, 5), (2.55, 6), (600.55, 604)]:
+        await clock.advance(at - clock.monotonic())
+        assert parent.attempts == attempts, f"at {at} s"
+    assert not link.upstream_endpoint.reachable
+    parent.reachable = True
+    await clock.advance(1)
+    assert link.upstream_endpoint.reachable
+
+
+async def test_refused_credentials_are_retried_after_1_2_4_seconds_up_to_a_60_second_cap(
+    make_link: MakeLink, parent: FakeParent, clock: FakeClock
+) -> None:
+    parent.refuse_credentials = True
     link = await make_link()
     for at, attempts in [(0.99, 1), (1, 2), (2.99, 2), (3, 3), (7, 4), (15, 5), (63, 7), (123, 8), (183, 9)]:
         await clock.advance(at - clock.monotonic())
         assert parent.attempts == attempts, f"at {at} s"
     assert not link.upstream_endpoint.reachable
-    parent.reachable = True
+    parent.refuse_credentials = False
     await clock.advance(60)
     assert link.upstream_endpoint.reachable
 
@@ -131,7 +147,7 @@ async def test_reconnect_tells_waiting_pumps_at_once(
     with pytest.raises(EndpointUnavailable):
         await link.upstream_endpoint.send(telemetry(b"x"))
     await clock.advance(1)
-    assert calls == [1.0]
+    assert calls == [pytest.approx(0.1)]  # the first probe after the drop reconnects
     assert len(parent.connections) == 2
     assert parent.current.subscriptions == [WILDCARDS]  # again: the parent may have lost the session
     assert (await link.upstream_endpoint.send(telemetry(b"x"))).delivered == 1
@@ -148,9 +164,9 @@ async def test_each_outage_counts_once_and_its_duration_is_observed_on_reconnect
     assert offline_count() == count + 1
     assert offline_seconds() == (observed, seconds)
     parent.reachable = True
-    await clock.advance(2)
+    await clock.advance(2)  # probes at 0.1, 0.3, 0.7 failed; the one at 1.5 s succeeds
     assert offline_count() == count + 1
-    assert offline_seconds() == (observed + 1, seconds + 3.0)
+    assert offline_seconds() == (observed + 1, pytest.approx(seconds + 1.5))
 
 
 async def test_refused_credentials_are_retried_with_backoff_and_count_as_offline(
