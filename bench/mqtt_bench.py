@@ -86,7 +86,8 @@ def _edgehub_peer(sync: bool) -> Peer:
             "amqpSettings__enabled": "false", "httpSettings__enabled": "false",
             "storeSyncWrites": "true" if sync else "false", "RuntimeLogLevel": "warning",
         })
-        with server_process([sys.executable, "-m", "edgehub", "run", "--config", str(config)], port, env) as p:
+        command = [sys.executable, "-m", "edgehub", "run", "--config", str(config)]
+        with server_process(command, port, env) as p:
             yield p.pid
 
     return Peer(

@@ -231,9 +231,8 @@ class Hub:
         pump = self._pumps.get(endpoint_name)
         if pump is None:
             endpoint = self._endpoint(endpoint_name)
-            fan_out = (
-                self.settings.upstream_fan_out_factor if endpoint_name == UPSTREAM else LOCAL_IN_FLIGHT_BATCHES
-            )
+            upstream = endpoint_name == UPSTREAM
+            fan_out = self.settings.upstream_fan_out_factor if upstream else LOCAL_IN_FLIGHT_BATCHES
             pump = EndpointPump(self.store, endpoint, self.clock, max_in_flight_batches=fan_out)
             self._pumps[endpoint_name] = pump
             pump.start()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Literal
-from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 

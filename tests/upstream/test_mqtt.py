@@ -166,7 +166,8 @@ async def test_each_outage_counts_once_and_its_duration_is_observed_on_reconnect
     parent.reachable = True
     await clock.advance(2)  # probes at 0.1, 0.3, 0.7 failed; the one at 1.5 s succeeds
     assert offline_count() == count + 1
-    assert offline_seconds() == (observed + 1, pytest.approx(seconds + 1.5))
+    assert offline_seconds()[0] == observed + 1
+    assert offline_seconds()[1] == pytest.approx(seconds + 1.5)
 
 
 async def test_refused_credentials_are_retried_with_backoff_and_count_as_offline(
