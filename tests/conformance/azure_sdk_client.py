@@ -31,7 +31,9 @@ def send(args: argparse.Namespace) -> int:
         message = Message(json.dumps({"n": n, "source": "azure-sdk"}))
         message.content_type = "application/json"
         message.content_encoding = "utf-8"
+        message.message_id = f"{args.message_id_prefix}{n}"
         message.custom_properties["seq"] = str(n)
+        message.custom_properties["label"] = args.label
         if args.output:
             client.send_message_to_output(message, args.output)
         else:
@@ -41,27 +43,38 @@ def send(args: argparse.Namespace) -> int:
     return 0
 
 
+def _entry(message: Message) -> dict[str, object]:
+    return {
+        "event": "received",
+        "input": message.input_name,
+        "body": message.data.decode() if isinstance(message.data, bytes) else message.data,
+        "properties": dict(message.custom_properties),
+        "content_type": message.content_type,
+        "content_encoding": message.content_encoding,
+        "message_id": message.message_id,
+    }
+
+
 def receive(args: argparse.Namespace) -> int:
+    """Print each message the ``on_message_received`` handler gets. The SDK runs handlers on a
+    pool of 4 threads, so the printed order need not be the arrival order."""
     client = _client(args.connection_string, args.ca_file)
-    received: list[dict[str, object]] = []
+    count = 0
+    printing = threading.Lock()
     done = threading.Event()
 
     def on_message(message: Message) -> None:
-        entry = {
-            "event": "received",
-            "input": message.input_name,
-            "body": message.data.decode() if isinstance(message.data, bytes) else message.data,
-            "properties": dict(message.custom_properties),
-            "content_type": message.content_type,
-        }
-        print(json.dumps(entry), flush=True)
-        received.append(entry)
-        if len(received) >= args.count:
-            done.set()
+        nonlocal count
+        with printing:
+            print(json.dumps(_entry(message)), flush=True)
+            count += 1
+            if count >= args.count:
+                done.set()
 
     client.on_message_received = on_message
     client.connect()
-    print(json.dumps({"event": "connected"}), flush=True)
+    with printing:
+        print(json.dumps({"event": "connected"}), flush=True)
     done.wait(args.timeout)
     client.shutdown()
     return 0 if done.is_set() else 1
@@ -73,7 +86,9 @@ def main() -> int:
     parser.add_argument("--connection-string", required=True)
     parser.add_argument("--ca-file", required=True)
     parser.add_argument("--count", type=int, default=1)
-    parser.add_argument("--output", default="")
+    parser.add_argument("--output", default="", help="send: the module output to send to")
+    parser.add_argument("--message-id-prefix", default="azure-")
+    parser.add_argument("--label", default="", help="value of the custom property 'label'")
     parser.add_argument("--timeout", type=float, default=30.0)
     args = parser.parse_args()
     started = time.monotonic()
