@@ -184,8 +184,9 @@ class MqttConnection(asyncio.Protocol):
                 self._close_outbound()
 
     def _set_attached(self, active: bool) -> None:
-        if active == self._attached or self.identity is None:
+        if self.identity is None or (active == self._attached and not active):
             return
+        # Attaching again (a new delivery subscription) wakes the pumps that hold messages for it.
         self._attached = active
         if active:
             self._server.hub.attach(self.identity, self)
@@ -262,12 +263,17 @@ class MqttConnection(asyncio.Protocol):
             raise EndpointUnavailable("MQTT client not connected")
         if not messages:
             return 0
+        first_topic = delivery_topic(identity, input_name, messages[0])
+        if not session.accepts(first_topic):
+            # No granted subscription matches (e.g. the module subscribed to another input
+            # only): keep the messages queued until one does, never drop what was acked.
+            raise EndpointUnavailable(f"{identity} has no subscription for input {input_name}")
         future: asyncio.Future[int] = self._loop.create_future()
         delivery = _Delivery(len(messages), future)
         self._deliveries.add(delivery)
         v5 = session.version == MQTT_5
         for index, message in enumerate(messages):
-            topic = delivery_topic(identity, input_name, message)
+            topic = first_topic if index == 0 else delivery_topic(identity, input_name, message)
             props = _v5_properties(message) if v5 else NO_PROPERTIES
             self._outbound.append((topic, message.body, props, delivery, index))
         self._pump_outbound()

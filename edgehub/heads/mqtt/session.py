@@ -710,13 +710,15 @@ class MqttSession:
             return
         assert self.state is not None
         assert self.identity is not None
-        had_delivery = bool(self._delivery)
+        before = set(self._delivery)
         codes = [self._grant(sub.topic_filter, sub.qos) for sub in packet.subscriptions]
         self._out.append(encode(SubAck(packet.packet_id, tuple(codes)), self.version))
         self._delivery = [
             f for f in (delivery_filter(self.identity, t) for t in self.state.subscriptions) if f is not None
         ]
-        if self._delivery and not had_delivery:
+        if not set(self._delivery) <= before:
+            # Also when delivery was already on: messages held for an input nobody had
+            # subscribed to can go now.
             self._events.append(DeliveryChanged(True))
 
     def _grant(self, topic_filter: str, qos: int) -> int:

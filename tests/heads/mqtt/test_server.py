@@ -437,6 +437,24 @@ async def test_delivery_to_a_subscribed_module_input_counts_pubacks(
     )
 
 
+async def test_messages_for_an_input_nobody_subscribed_to_stay_queued_until_a_subscription_matches(
+    server: MqttServer, hub: FakeHub, clients: list[Paho],
+) -> None:
+    client = await Paho(server.port, MQTT_311).connected()
+    clients.append(client)
+    client.client.subscribe("devices/edge/modules/filter/inputs/in1/#", 1)
+    await wait_until(lambda: MODULE in hub.links, "attach on subscribe")
+    link = hub.links[MODULE]
+    with pytest.raises(EndpointUnavailable, match="no subscription"):
+        await link.deliver("in2", [Message(b"for in2")])
+    hub.links.clear()
+    client.client.subscribe(INPUTS, 1)
+    await wait_until(lambda: MODULE in hub.links, "attached again by the wider subscription")
+    assert await asyncio.wait_for(hub.links[MODULE].deliver("in2", [Message(b"for in2")]), BOUND) == 1
+    await wait_until(lambda: len(client.messages) == 1, "the held message")
+    assert client.messages[0].payload == b"for in2"
+
+
 async def test_delivery_waits_for_the_client_ack(server: MqttServer, hub: FakeHub) -> None:
     raw = await Raw.open(server.port)
     await raw.connect()
