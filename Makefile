@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 # Dev defaults for `make run`: no root needed (HTTPS on 8443, not 443), a plaintext
-# MQTT port on loopback for quick tries, the store under ./data.
+# MQTT port (bound to loopback only) for quick tries, the store under ./data.
 RUN_ENV := StorageFolder=$${StorageFolder:-./data} \
 	httpSettings__port=$${httpSettings__port:-8443} \
 	mqttSettings__plainPort=$${mqttSettings__plainPort:-1883}

@@ -307,7 +307,11 @@ class HubAssembly:
     def describe(self) -> list[str]:
         settings = self.hub.settings
         location = store_folder(settings.storage_folder).resolve()
-        lines = [f"store: {location} ({getattr(self.hub.store, 'kv', self.hub.store).__class__.__name__})"]
+        kind = type(getattr(self.hub.store, "kv", self.hub.store)).__name__
+        backend = {"RocksKeyValue": "RocksDB", "SqliteKeyValue": "SQLite"}.get(kind, kind)
+        sync = ", fsync per batch" if settings.store_sync_writes else ""
+        memory = "" if settings.optimize_for_performance else ", low-memory mode"
+        lines = [f"store: {location} ({backend}{sync}{memory})"]
         lines += self.hub.listening
         if settings.metrics_port:
             lines.append(f"metrics: http://0.0.0.0:{settings.metrics_port}/metrics")

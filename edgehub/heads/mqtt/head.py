@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
+from typing import Final
 
 from edgehub.clock import Clock
 from edgehub.heads.credentials import RegistryAuthenticator
 from edgehub.heads.mqtt.server import MqttServer, start_mqtt_server
 from edgehub.heads.mqtt.session import SessionConfig
 from edgehub.heads.port import HubPort
+
+
+LOOPBACK: Final = "127.0.0.1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +57,9 @@ class MqttHead:
         self._server = server
         lines = [f"mqtt: mqtts://{config.host}:{server.port} (TLS)"]
         if config.plain_port:
-            await server.listen(config.host, config.plain_port, None)
-            lines.append(f"mqtt: mqtt://{config.host}:{config.plain_port} (plaintext, for loopback/dev)")
+            # Plaintext only on loopback (DESIGN §4: "plaintext port for loopback/dev").
+            await server.listen(LOOPBACK, config.plain_port, None)
+            lines.append(f"mqtt: mqtt://{LOOPBACK}:{config.plain_port} (plaintext, loopback only)")
         return lines
 
     async def stop(self) -> None:
