@@ -15,7 +15,6 @@ from edgehub.heads.mqtt.server import MqttServer, start_mqtt_server
 from edgehub.heads.mqtt.session import SessionConfig
 from edgehub.heads.port import HubPort
 
-
 LOOPBACK: Final = "127.0.0.1"
 
 
