@@ -77,7 +77,7 @@ class _AppendPlan:
 
     def __init__(self, next_id: int) -> None:
         self.next_id = next_id
-        self.fresh: list[tuple[MessageId, Message]] = []
+        self.fresh: list[tuple[MessageId, tuple[Message, bytes]]] = []
         self.batch = WriteBatch()
         self.ids: list[MessageId] = []
         self.slots: dict[QueueKey, _QueueSlot] = {}
@@ -109,7 +109,8 @@ class MessageStore:
         self._kv = kv
         # id -> Message of the latest appends, oldest first; ids are never reused, so an
         # entry whose message was delivered meanwhile is never looked up and just ages out.
-        self._recent: dict[MessageId, Message] = {}
+        self._recent: dict[MessageId, tuple[Message, bytes]] = {}
+        """id -> (message, its expiry entry): read and checkpoint skip the store lookups."""
         self._recent_limit = recent_messages
         self._location = location
         self._max_size = max_size_bytes
@@ -251,12 +252,12 @@ class MessageStore:
         record_size = len(record) + RECORD_KEY_BYTES
         plan.added += record_size
         plan.count += 1
-        if self._recent_limit:
-            plan.fresh.append((message_id, item.message))
         puts = plan.batch.puts
         puts[MESSAGES].append((id_key, record))
         puts[QUEUES].extend(entries)
         head = expiry_value(record, refs_end, record_size)
+        if self._recent_limit:
+            plan.fresh.append((message_id, (item.message, head)))
         if len(refs) == 1:
             puts[EXPIRY].append((EXPIRY_KEY.pack(max_expiry, message_id), head))
         else:  # one entry per distinct index time of the message
@@ -336,7 +337,9 @@ class MessageStore:
             start = rows[-1][0] + b"\x00"
         del live[limit:]
         recent = self._recent
-        messages: list[Message | None] = [recent.get(message_id) for message_id, _ in live]
+        messages: list[Message | None] = [
+            entry[0] if (entry := recent.get(message_id)) is not None else None for message_id, _ in live
+        ]
         missing = [index for index, message in enumerate(messages) if message is None]
         if missing:
             records = self._kv.multi_get(MESSAGES, [U64.pack(live[index][0]) for index in missing])
@@ -396,9 +399,17 @@ class MessageStore:
     ) -> None:
         """Delete the delivered refs of one queue; reclaim each body no other ref still needs."""
         values = [decode_queue_value(value) for _, value in refs]
-        heads = self._kv.multi_get(
-            EXPIRY, [EXPIRY_KEY.pack(index, message_id) for message_id, _, index in values],
-        )
+        recent = self._recent
+        heads: list[bytes | None] = [
+            entry[1] if (entry := recent.get(message_id)) is not None else None for message_id, _, _ in values
+        ]
+        missing = [i for i, head in enumerate(heads) if head is None]
+        if missing:
+            found = self._kv.multi_get(
+                EXPIRY, [EXPIRY_KEY.pack(values[i][2], values[i][0]) for i in missing],
+            )
+            for i, head in zip(missing, found, strict=True):
+                heads[i] = head
         deletes = batch.deletes
         for (key, _), (message_id, _, index), head in zip(refs, values, heads, strict=True):
             deletes[QUEUES].append(key)
