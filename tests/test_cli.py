@@ -106,3 +106,21 @@ def test_quarantine_moves_a_corrupt_store_aside_says_so_and_starts_empty(tmp_pat
     assert hub.process is not None
     assert hub.process.returncode == 0
     assert list(tmp_path.glob("data/store.corrupt-*"))
+
+
+def test_the_running_hub_takes_a_changed_config_file_and_refuses_a_bad_one_keeping_the_old(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.json"
+    routes = {"schemaVersion": "1.1", "routes": {"up": "FROM /messages/* INTO $upstream"}}
+    config.write_text(json.dumps(routes))
+    with HubProcess(tmp_path, config=config, env=hub_env(tmp_path)) as hub:
+        routes["routes"] = {
+            "a": "FROM /messages/* INTO $upstream", "b": "FROM /messages/modules/* INTO $upstream",
+        }
+        config.write_text(json.dumps(routes))
+        assert "2 routes" in hub.wait_for_line("config reloaded from")
+        config.write_text(json.dumps({"schemaVersion": "1.1", "routes": {"bad": "FROM /messages/* INTO"}}))
+        refused = hub.wait_for_line("refused, keeping the current config")
+        assert "routes.bad" in refused
+        assert hub.stop() == 0
