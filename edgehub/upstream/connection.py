@@ -51,7 +51,7 @@ class IncomingPublish:
 
 
 class UpstreamConnection(Protocol):
-    """What MqttUpstream needs of one connection (MqttConnection, or a fake in tests)."""
+    """What MqttUpstream needs of one connection: NativeMqttConnection, MqttConnection or a test fake."""
 
     @property
     def is_open(self) -> bool:
@@ -391,12 +391,16 @@ class MqttConnection:
         if not self._closed.done():
             self._closed.set_result(reason)
 
-
     def _release_socket(self) -> None:
         self._unregister()
         sock = self._client.socket()
         if sock is not None:
             sock.close()
+
+
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """The TLS context for the parent: system CAs plus ``ca_file``. Reads files: call it off the loop."""
+    return _TlsContext(ca_file)
 
 
 class _TlsContext(ssl.SSLContext):

@@ -12,9 +12,11 @@ from edgehub.message import Identity
 from edgehub.settings import load_settings
 from edgehub.testing.clock import FakeClock
 from edgehub.upstream.config import SubscriptionScope, UpstreamConfig, UpstreamTransport, upstream_config
+from edgehub.upstream.connection import MqttConnection
 from edgehub.upstream.credentials import SasCredentials
-from edgehub.upstream.factory import create_upstream
+from edgehub.upstream.factory import connection_factory_for, create_upstream
 from edgehub.upstream.mqtt import MqttUpstream
+from edgehub.upstream.native import NativeMqttConnection
 
 KEY = base64.b64encode(b"k" * 32).decode()
 CONNECTION_STRING = f"HostName=myhub.azure-devices.net;DeviceId=edge1;ModuleId=$edgeHub;SharedAccessKey={KEY}"
@@ -124,3 +126,8 @@ async def test_amqp_is_not_implemented_yet_so_mqtt_stands_in_with_a_warning(
     assert link is not None
     assert link.config.transport is transport
     assert f"UpstreamProtocol={protocol} is not implemented yet" in caplog.text
+
+
+def test_mqtt_over_tcp_uses_the_native_client_and_mqtt_ws_uses_paho() -> None:
+    assert connection_factory_for(UpstreamTransport.TCP) is NativeMqttConnection
+    assert connection_factory_for(UpstreamTransport.WEBSOCKETS) is MqttConnection

@@ -1,5 +1,5 @@
-"""Tests of one upstream MQTT connection on real sockets: what CONNECT presents, refusals, keep-alive,
-TLS with UpstreamCaFile against mosquitto, and MQTT over WebSocket at /$iothub/websocket.
+"""Tests of one upstream MQTT connection on real sockets, run against both clients (paho and native): what
+CONNECT presents, refusals, keep-alive, TLS with UpstreamCaFile against mosquitto, MQTT over WebSocket.
 
 Network on 127.0.0.1 only; brokers are started by the tests (see broker.py).
 """
@@ -19,15 +19,17 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from edgehub.auth.sas import check_resource, parse_sas_token, signature_matches
+from edgehub.clock import SystemClock
 from edgehub.errors import AuthError, EndpointUnavailable
 from edgehub.message import Identity, Message, SystemProperty
 from edgehub.store.base import QueuedMessage, QueueKey
 from edgehub.testing.clock import FakeClock
 from edgehub.tls import ensure_dev_certificates
-from edgehub.upstream.config import UpstreamConfig, UpstreamTransport
+from edgehub.upstream.config import SubscriptionScope, UpstreamConfig, UpstreamTransport
 from edgehub.upstream.connection import IncomingPublish, MqttConnection
 from edgehub.upstream.credentials import SasCredentials
-from edgehub.upstream.mqtt import MqttUpstream
+from edgehub.upstream.mqtt import ConnectionFactory, MqttUpstream
+from edgehub.upstream.native import NativeMqttConnection
 from tests.upstream.broker import BrokerTls, Mosquitto, Subscriber, eventually, free_port
 from tests.upstream.fakes import FakeHub
 
@@ -44,6 +46,13 @@ def config_for(port: int, **options: Any) -> UpstreamConfig:
 
 def ignore(_: IncomingPublish) -> None:
     """Incoming messages are not part of these tests."""
+
+
+@pytest.fixture(params=[MqttConnection, NativeMqttConnection], ids=["paho", "native"])
+def connection_class(request: pytest.FixtureRequest) -> ConnectionFactory:
+    """Each connection test runs against both implementations of UpstreamConnection."""
+    factory: ConnectionFactory = request.param
+    return factory
 
 
 # -- a broker that only answers CONNECT, to see what the link presents ---------------------------
@@ -87,6 +96,8 @@ class ConnectRecorder:
     def __init__(self, return_code: int = 0) -> None:
         self.return_code = return_code
         self.connects: list[ConnectPacket] = []
+        self.received = bytearray()
+        """Every byte after the CONNECTs, all connections together."""
         self.port = 0
         self._server: asyncio.Server | None = None
 
@@ -113,18 +124,20 @@ class ConnectRecorder:
             self.connects.append(parse_connect(await reader.readexactly(length)))
             writer.write(bytes([0x20, 2, 0, self.return_code]))
             await writer.drain()
-            while await reader.read(4096):
-                pass  # PINGREQs go unanswered
+            while data := await reader.read(4096):
+                self.received += data  # PINGREQs and PUBLISHes go unanswered
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
             writer.close()
 
 
-async def test_connect_presents_the_iot_hub_client_id_username_and_a_sas_token() -> None:
+async def test_connect_presents_the_iot_hub_client_id_username_and_a_sas_token(
+    connection_class: ConnectionFactory,
+) -> None:
     async with ConnectRecorder() as broker:
         token = CREDENTIALS.token(FakeClock().time())
-        connection = MqttConnection(config_for(broker.port, keepalive=30), token.text, ignore)
+        connection = connection_class(config_for(broker.port, keepalive=30), token.text, ignore)
         await connection.open()
         assert connection.is_open
         await connection.close()
@@ -140,24 +153,26 @@ async def test_connect_presents_the_iot_hub_client_id_username_and_a_sas_token()
 
 
 @pytest.mark.parametrize("return_code", [4, 5])
-async def test_refused_credentials_raise_auth_error(return_code: int) -> None:
+async def test_refused_credentials_raise_auth_error(
+    connection_class: ConnectionFactory, return_code: int
+) -> None:
     async with ConnectRecorder(return_code) as broker:
-        connection = MqttConnection(config_for(broker.port), "wrong", ignore)
+        connection = connection_class(config_for(broker.port), "wrong", ignore)
         with pytest.raises(AuthError, match="refused the credentials"):
             await connection.open()
         assert not connection.is_open
         assert not connection.is_open
 
 
-async def test_nothing_listening_raises_unavailable() -> None:
-    connection = MqttConnection(config_for(free_port()), "token", ignore)
+async def test_nothing_listening_raises_unavailable(connection_class: ConnectionFactory) -> None:
+    connection = connection_class(config_for(free_port()), "token", ignore)
     with pytest.raises(EndpointUnavailable, match="cannot connect"):
         await connection.open()
 
 
-async def test_silent_parent_is_found_lost_by_keepalive() -> None:
+async def test_silent_parent_is_found_lost_by_keepalive(connection_class: ConnectionFactory) -> None:
     async with ConnectRecorder() as broker:
-        connection = MqttConnection(config_for(broker.port, keepalive=1), "token", ignore)
+        connection = connection_class(config_for(broker.port, keepalive=1), "token", ignore)
         await connection.open()
         # PINGREQ after 1 s idle, lost when no PINGRESP within another second (MQTT 3.1.1 §3.1.2.10).
         reason = await asyncio.wait_for(connection.wait_closed(), 5)
@@ -165,15 +180,49 @@ async def test_silent_parent_is_found_lost_by_keepalive() -> None:
         assert reason == "connection lost: Keep alive timeout"
 
 
-async def test_publish_ends_unconfirmed_when_the_connection_closes() -> None:
+async def test_publish_ends_unconfirmed_when_the_connection_closes(
+    connection_class: ConnectionFactory,
+) -> None:
     async with ConnectRecorder() as broker:
-        connection = MqttConnection(config_for(broker.port), "token", ignore)
+        connection = connection_class(config_for(broker.port), "token", ignore)
         await connection.open()
         acked = connection.publish("devices/d/messages/events/", b"x")  # the recorder never PUBACKs
         connection.abort("test")
         assert acked.done()
         assert acked.result() is False
         assert connection.publish("devices/d/messages/events/", b"y").result() is False
+
+
+async def test_close_sends_disconnect_to_the_parent(connection_class: ConnectionFactory) -> None:
+    async with ConnectRecorder() as broker:
+        connection = connection_class(config_for(broker.port), "token", ignore)
+        await connection.open()
+        await connection.close()
+        assert await asyncio.wait_for(connection.wait_closed(), 5)
+        await eventually(lambda: broker.received.endswith(b"\xe0\x00"), what="DISCONNECT [MQTT-3.14.1]")
+        assert not connection.is_open
+
+
+async def test_a_parent_that_never_pubacks_is_dropped_after_the_ack_timeout_and_reconnected(
+    connection_class: ConnectionFactory,
+) -> None:
+    async with ConnectRecorder() as broker:
+        config = config_for(broker.port, ack_timeout=0.3, subscription_scope=SubscriptionScope.NONE)
+        link = MqttUpstream(config, SystemClock(), connection_factory=connection_class)
+        await link.start(FakeHub())
+        try:
+            await eventually(lambda: link.upstream_endpoint.reachable, what="link up")
+            message = Message(b"x", {}, {SystemProperty.CONNECTION_DEVICE_ID: "sensor1"})
+            try:
+                result = await link.endpoint.send([QueuedMessage(1, QueueKey("$upstream"), 0, message)])
+            except EndpointUnavailable:
+                pass  # or the link already dropped the connection: no PUBACK either way
+            else:
+                assert result.delivered == 0
+            await eventually(lambda: len(broker.connects) == 2, what="a new connection after the timeout")
+            assert b"devices/sensor1/messages/events/" in broker.received
+        finally:
+            await link.stop()
 
 
 # -- TLS against mosquitto -------------------------------------------------------------------------
@@ -189,10 +238,11 @@ async def tls_broker(tmp_path: Path) -> AsyncIterator[tuple[Mosquitto, Path]]:
 
 
 async def test_tls_with_upstream_ca_file_verifies_the_parent_and_delivers(
+    connection_class: ConnectionFactory,
     tls_broker: tuple[Mosquitto, Path],
 ) -> None:
     broker, ca_file = tls_broker
-    connection = MqttConnection(config_for(broker.port, tls=True, ca_file=ca_file), "token", ignore)
+    connection = connection_class(config_for(broker.port, tls=True, ca_file=ca_file), "token", ignore)
     await connection.open()
     try:
         assert await asyncio.wait_for(connection.publish("devices/d/messages/events/", b"x"), 5)
@@ -200,9 +250,11 @@ async def test_tls_with_upstream_ca_file_verifies_the_parent_and_delivers(
         await connection.close()
 
 
-async def test_tls_parent_signed_by_an_unknown_ca_is_refused(tls_broker: tuple[Mosquitto, Path]) -> None:
+async def test_tls_parent_signed_by_an_unknown_ca_is_refused(
+    connection_class: ConnectionFactory, tls_broker: tuple[Mosquitto, Path]
+) -> None:
     broker, _ = tls_broker
-    connection = MqttConnection(config_for(broker.port, tls=True), "token", ignore)
+    connection = connection_class(config_for(broker.port, tls=True), "token", ignore)
     with pytest.raises(EndpointUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
         await connection.open()
 

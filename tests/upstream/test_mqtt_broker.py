@@ -1,6 +1,6 @@
-"""End-to-end tests of the upstream MQTT link against a real mosquitto: telemetry topics and order through a
-real EndpointPump, a broker restart (delivery resumes at once on reconnect), and downstream messages acked
-only after they were stored.
+"""End-to-end tests of the upstream MQTT link against a real mosquitto, with each connection class (paho,
+native): telemetry topics and order through a real EndpointPump, a broker restart (delivery resumes at once
+on reconnect), and downstream messages acked only after they were stored.
 
 Network on 127.0.0.1 only; each test starts its own broker (see broker.py). Waits are bounded polls.
 """
@@ -22,8 +22,10 @@ from edgehub.message import Identity, Message, MessageId, SystemProperty
 from edgehub.store.base import Delivery, IngestItem, QueuedMessage, QueueKey
 from edgehub.store.memory import MemoryStore
 from edgehub.upstream.config import UpstreamConfig
+from edgehub.upstream.connection import MqttConnection
 from edgehub.upstream.credentials import SasCredentials
-from edgehub.upstream.mqtt import MqttUpstream
+from edgehub.upstream.mqtt import ConnectionFactory, MqttUpstream
+from edgehub.upstream.native import NativeMqttConnection
 from tests.upstream.broker import Mosquitto, Subscriber, eventually
 from tests.upstream.fakes import FakeHub
 
@@ -84,15 +86,23 @@ async def subscriber(broker: Mosquitto) -> AsyncIterator[Subscriber]:
     client.stop()
 
 
+@pytest.fixture(params=[MqttConnection, NativeMqttConnection], ids=["paho", "native"])
+def connection_class(request: pytest.FixtureRequest) -> ConnectionFactory:
+    factory: ConnectionFactory = request.param
+    return factory
+
+
 @pytest.fixture
-async def make_link(broker: Mosquitto) -> AsyncIterator[MakeLink]:
+async def make_link(broker: Mosquitto, connection_class: ConnectionFactory) -> AsyncIterator[MakeLink]:
     """Started links to the test broker (plain MQTT) with a short reconnect backoff; stopped after."""
     links: list[MqttUpstream] = []
 
     async def make(hub: FakeHub | None = None, **options: Any) -> MqttUpstream:
         credentials = SasCredentials("hub.test", EDGE, KEY)
         config = UpstreamConfig(credentials, "127.0.0.1", broker.port, tls=False, **options)
-        link = MqttUpstream(config, SystemClock(), backoff=Backoff(initial=0.1, cap=0.4))
+        link = MqttUpstream(
+            config, SystemClock(), backoff=Backoff(initial=0.1, cap=0.4), connection_factory=connection_class
+        )
         links.append(link)
         await link.start(hub or FakeHub())
         await eventually(lambda: link.upstream_endpoint.reachable, what="upstream connected")

@@ -1,6 +1,6 @@
 """The MQTT head as the hub starts it: TLS port, optional plaintext port, auth wiring.
 
-Lifecycle only; the protocol lives in codec/session and the glue in server.py.
+Lifecycle only; the protocol lives in edgehub.mqtt and session.py, the glue in server.py.
 """
 
 from __future__ import annotations

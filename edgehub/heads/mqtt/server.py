@@ -16,7 +16,6 @@ from typing import Final, cast
 
 from edgehub.clock import Clock, SystemClock
 from edgehub.errors import EndpointUnavailable, StoreFullError
-from edgehub.heads.mqtt.packets import MQTT_5, NO_PROPERTIES, Properties, ReasonCode
 from edgehub.heads.mqtt.session import (
     Authenticator,
     Authorizer,
@@ -36,6 +35,7 @@ from edgehub.heads.port import HubPort
 from edgehub.iothub.topics import delivery_topic
 from edgehub.message import Identity, Message, SystemProperty
 from edgehub.metrics import CONNECTED_CLIENTS, MESSAGES_DROPPED, MESSAGES_RECEIVED
+from edgehub.mqtt.packets import MQTT_5, NO_PROPERTIES, Properties, ReasonCode
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,10 @@ from typing import Final, Protocol
 
 from edgehub.auth import authorize
 from edgehub.errors import AuthError
-from edgehub.heads.mqtt.codec import (
+from edgehub.heads.mqtt.sessions import SessionState, SessionTable
+from edgehub.heads.mqtt.topics import DeliveryFilter, TelemetryParser, delivery_filter, is_valid_filter
+from edgehub.message import Identity, Message, SystemProperty
+from edgehub.mqtt.codec import (
     Decoder,
     MqttError,
     UnsupportedProtocolVersionError,
@@ -24,7 +27,7 @@ from edgehub.heads.mqtt.codec import (
     encode_pubacks,
     encode_publish,
 )
-from edgehub.heads.mqtt.packets import (
+from edgehub.mqtt.packets import (
     MQTT_5,
     MQTT_311,
     NO_PROPERTIES,
@@ -48,9 +51,6 @@ from edgehub.heads.mqtt.packets import (
     UnsubAck,
     Unsubscribe,
 )
-from edgehub.heads.mqtt.sessions import SessionState, SessionTable
-from edgehub.heads.mqtt.topics import DeliveryFilter, TelemetryParser, delivery_filter, is_valid_filter
-from edgehub.message import Identity, Message, SystemProperty
 
 log = logging.getLogger(__name__)
 

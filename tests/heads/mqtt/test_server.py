@@ -21,8 +21,11 @@ from edgehub.auth.username import parse_mqtt_connect
 from edgehub.clock import SystemClock
 from edgehub.errors import AuthError, EndpointUnavailable, StoreFullError
 from edgehub.heads.credentials import RegistryAuthenticator
-from edgehub.heads.mqtt.codec import Decoder, encode, encode_publish
-from edgehub.heads.mqtt.packets import (
+from edgehub.heads.mqtt.server import MqttConnection, MqttServer, ServerLimits, start_mqtt_server
+from edgehub.heads.mqtt.session import ConnectRequest, SessionConfig
+from edgehub.message import Identity, Message, SystemProperty
+from edgehub.mqtt.codec import Decoder, encode, encode_publish
+from edgehub.mqtt.packets import (
     MQTT_5,
     MQTT_311,
     ConnAck,
@@ -39,9 +42,6 @@ from edgehub.heads.mqtt.packets import (
     Subscription,
     Will,
 )
-from edgehub.heads.mqtt.server import MqttConnection, MqttServer, ServerLimits, start_mqtt_server
-from edgehub.heads.mqtt.session import ConnectRequest, SessionConfig
-from edgehub.message import Identity, Message, SystemProperty
 from edgehub.store.base import QueuedMessage, QueueKey
 from edgehub.testing.clock import FakeClock
 from edgehub.upstream.config import UpstreamConfig

@@ -5,8 +5,25 @@ from __future__ import annotations
 import pytest
 
 from edgehub.errors import AuthError
-from edgehub.heads.mqtt.codec import Decoder, encode, encode_varint
-from edgehub.heads.mqtt.packets import (
+from edgehub.heads.mqtt.session import (
+    Authenticated,
+    Authenticator,
+    Closed,
+    Connected,
+    ConnectRequest,
+    DeliveryChanged,
+    Event,
+    MqttSession,
+    Phase,
+    PublishAcked,
+    SessionConfig,
+    TelemetryReceived,
+    WillReady,
+)
+from edgehub.heads.mqtt.sessions import SessionTable
+from edgehub.message import Identity, Message
+from edgehub.mqtt.codec import Decoder, encode, encode_varint
+from edgehub.mqtt.packets import (
     MQTT_5,
     MQTT_311,
     ConnAck,
@@ -29,23 +46,6 @@ from edgehub.heads.mqtt.packets import (
     Unsubscribe,
     Will,
 )
-from edgehub.heads.mqtt.session import (
-    Authenticated,
-    Authenticator,
-    Closed,
-    Connected,
-    ConnectRequest,
-    DeliveryChanged,
-    Event,
-    MqttSession,
-    Phase,
-    PublishAcked,
-    SessionConfig,
-    TelemetryReceived,
-    WillReady,
-)
-from edgehub.heads.mqtt.sessions import SessionTable
-from edgehub.message import Identity, Message
 
 MODULE = Identity("edge", "filter")
 DEVICE = Identity("sensor1")

@@ -9,8 +9,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from edgehub.heads.mqtt.codec import ALLOWED_PROPERTIES, PROPERTY_SPECS, WILL_PROPERTIES
-from edgehub.heads.mqtt.packets import (
+from edgehub.mqtt.codec import ALLOWED_PROPERTIES, PROPERTY_SPECS, WILL_PROPERTIES
+from edgehub.mqtt.packets import (
     MQTT_5,
     NO_PROPERTIES,
     Auth,

@@ -1,4 +1,4 @@
-"""Tests of edgehub.heads.mqtt.codec: round trips, incremental decoding, refusals with reason codes."""
+"""Tests of edgehub.mqtt.codec: round trips, incremental decoding, refusals with reason codes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgehub.errors import ProtocolError
-from edgehub.heads.mqtt.codec import (
+from edgehub.mqtt.codec import (
     Decoder,
     MalformedPacketError,
     MqttError,
@@ -24,7 +24,7 @@ from edgehub.heads.mqtt.codec import (
     encode_pubrecs,
     encode_varint,
 )
-from edgehub.heads.mqtt.packets import (
+from edgehub.mqtt.packets import (
     MQTT_5,
     MQTT_311,
     NO_PROPERTIES,
@@ -42,7 +42,7 @@ from edgehub.heads.mqtt.packets import (
     Subscription,
     UnsubAck,
 )
-from tests.heads.mqtt.strategies import packets
+from tests.mqtt.strategies import packets
 
 versions = pytest.mark.parametrize("version", [MQTT_311, MQTT_5])
 

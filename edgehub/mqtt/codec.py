@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 from edgehub.errors import ProtocolError
-from edgehub.heads.mqtt.packets import (
+from edgehub.mqtt.packets import (
     MQTT_5,
     MQTT_311,
     NO_PROPERTIES,
