@@ -163,16 +163,9 @@ class MqttConnection:
         granted: asyncio.Future[list[int]] = self._loop.create_future()
         self._subscribing[mid] = granted
         try:
-            async with asyncio.timeout(self._config.connect_timeout):
-                waiting: set[asyncio.Future[Any]] = {granted, self._closed}
-                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        except TimeoutError:
-            raise EndpointUnavailable("no SUBACK from the parent") from None
+            return await wait_granted(granted, self._closed, self._config.connect_timeout)
         finally:
             self._subscribing.pop(mid, None)
-        if granted not in done:
-            raise EndpointUnavailable("upstream connection closed while subscribing")
-        return granted.result()
 
     def publish(self, topic: str, payload: bytes) -> asyncio.Future[bool]:
         acked: asyncio.Future[bool] = self._loop.create_future()
@@ -433,3 +426,18 @@ class _TlsContext(ssl.SSLContext):
 def _pending_bytes(sock: Any) -> int:
     pending = getattr(sock, "pending", None)
     return int(pending()) if callable(pending) else 0
+
+
+async def wait_granted(
+    granted: asyncio.Future[list[int]], closed: asyncio.Future[Any], limit_secs: float,
+) -> list[int]:
+    """The SUBACK's granted codes, or EndpointUnavailable when the connection closes or no
+    SUBACK comes within ``limit_secs`` (both clients share this)."""
+    try:
+        async with asyncio.timeout(limit_secs):
+            done, _ = await asyncio.wait({granted, closed}, return_when=asyncio.FIRST_COMPLETED)
+    except TimeoutError:
+        raise EndpointUnavailable("no SUBACK from the parent") from None
+    if granted not in done:
+        raise EndpointUnavailable("upstream connection closed while subscribing")
+    return granted.result()

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import struct
 from collections.abc import Sequence
-from typing import Any, Final, cast
+from typing import Final, cast
 
 from edgehub.errors import AuthError, EndpointUnavailable
 from edgehub.mqtt.codec import MAX_REMAINING_LENGTH, Decoder, MqttError, encode, encode_publish
@@ -28,7 +28,13 @@ from edgehub.mqtt.packets import (
     Subscription,
 )
 from edgehub.upstream.config import UpstreamConfig
-from edgehub.upstream.connection import QOS_AT_LEAST_ONCE, IncomingPublish, OnMessage, tls_context
+from edgehub.upstream.connection import (
+    QOS_AT_LEAST_ONCE,
+    IncomingPublish,
+    OnMessage,
+    tls_context,
+    wait_granted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,16 +126,9 @@ class NativeMqttConnection(asyncio.Protocol):
         subscriptions = tuple(Subscription(topic, QOS_AT_LEAST_ONCE) for topic in filters)
         self._send(encode(Subscribe(packet_id, subscriptions)))
         try:
-            async with asyncio.timeout(self._config.connect_timeout):
-                waiting: set[asyncio.Future[Any]] = {granted, self._closed}
-                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        except TimeoutError:
-            raise EndpointUnavailable("no SUBACK from the parent") from None
+            return await wait_granted(granted, self._closed, self._config.connect_timeout)
         finally:
             self._subscribing.pop(packet_id, None)
-        if granted not in done:
-            raise EndpointUnavailable("upstream connection closed while subscribing")
-        return granted.result()
 
     def publish(self, topic: str, payload: bytes) -> asyncio.Future[bool]:
         acked: asyncio.Future[bool] = self._loop.create_future()
