@@ -1,6 +1,6 @@
 """MQTT 3.1.1 and 5.0 control packets, MQTT 5 properties and reason codes, as plain values.
 
-Frozen, slotted data only: no parsing, no encoding, no I/O (codec.py turns these into bytes).
+Frozen, slotted data only: no parsing, no encoding, no I/O (encode.py and decode.py do the bytes).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ SUBACK_FAILURE_311: Final = 0x80
 class Properties:
     """MQTT 5 properties (MQTT 5 §2.2.2.2). None / empty means absent.
 
-    Each packet type allows only some of them (codec.ALLOWED_PROPERTIES).
+    Each packet type allows only some of them (wire.ALLOWED_PROPERTIES).
     ``subscription_identifiers`` may repeat in PUBLISH; ``user_properties``
     keep their order and may repeat keys (MQTT 5 §3.1.2.11.8).
     """

@@ -1,4 +1,4 @@
-"""One MQTT 3.1.1 connection to the parent over TCP or TLS: an asyncio Protocol speaking edgehub.mqtt's codec.
+"""One MQTT 3.1.1 connection to the parent over TCP or TLS: an asyncio Protocol over edgehub.mqtt.
 
 Owns CONNECT/CONNACK, SUBSCRIBE, packet identifiers, PUBACK futures, keep-alive and write batching for ONE
 connection lifetime; it never retries, reconnects, renews tokens or decides what to send (MqttUpstream does).
@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from typing import Final, cast
 
 from edgehub.errors import AuthError, EndpointUnavailable
-from edgehub.mqtt.codec import MAX_REMAINING_LENGTH, Decoder, MqttError, encode, encode_publish
+from edgehub.mqtt.decode import Decoder
+from edgehub.mqtt.encode import encode, encode_publish
 from edgehub.mqtt.packets import (
     MQTT_311,
     ConnAck,
@@ -27,6 +28,7 @@ from edgehub.mqtt.packets import (
     Subscribe,
     Subscription,
 )
+from edgehub.mqtt.wire import MAX_REMAINING_LENGTH, MqttError
 from edgehub.upstream.config import UpstreamConfig
 from edgehub.upstream.connection import (
     QOS_AT_LEAST_ONCE,

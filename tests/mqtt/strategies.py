@@ -9,7 +9,6 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from edgehub.mqtt.codec import ALLOWED_PROPERTIES, PROPERTY_SPECS, WILL_PROPERTIES
 from edgehub.mqtt.packets import (
     MQTT_5,
     NO_PROPERTIES,
@@ -34,6 +33,7 @@ from edgehub.mqtt.packets import (
     Unsubscribe,
     Will,
 )
+from edgehub.mqtt.wire import ALLOWED_PROPERTIES, PROPERTY_SPECS, WILL_PROPERTIES
 
 texts = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12)
 topic_names = st.text(st.characters(codec="utf-8", exclude_characters="\x00+#"), max_size=12)

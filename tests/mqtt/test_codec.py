@@ -1,4 +1,4 @@
-"""Tests of edgehub.mqtt.codec: round trips, incremental decoding, refusals with reason codes."""
+"""Tests of edgehub.mqtt.encode, decode and wire together: round trips, incremental decoding, refusals."""
 
 from __future__ import annotations
 
@@ -9,21 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgehub.errors import ProtocolError
-from edgehub.mqtt.codec import (
-    Decoder,
-    MalformedPacketError,
-    MqttError,
-    PacketTooLargeError,
-    ProtocolViolationError,
-    UnsupportedProtocolVersionError,
-    concat,
-    decode_all,
-    encode,
-    encode_pubacks,
-    encode_publish,
-    encode_pubrecs,
-    encode_varint,
-)
+from edgehub.mqtt.decode import Decoder, decode_all
+from edgehub.mqtt.encode import concat, encode, encode_pubacks, encode_publish, encode_pubrecs
 from edgehub.mqtt.packets import (
     MQTT_5,
     MQTT_311,
@@ -41,6 +28,14 @@ from edgehub.mqtt.packets import (
     Subscribe,
     Subscription,
     UnsubAck,
+)
+from edgehub.mqtt.wire import (
+    MalformedPacketError,
+    MqttError,
+    PacketTooLargeError,
+    ProtocolViolationError,
+    UnsupportedProtocolVersionError,
+    encode_varint,
 )
 from tests.mqtt.strategies import packets
 

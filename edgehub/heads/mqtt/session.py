@@ -19,14 +19,8 @@ from edgehub.errors import AuthError
 from edgehub.heads.mqtt.sessions import SessionState, SessionTable
 from edgehub.heads.mqtt.topics import DeliveryFilter, TelemetryParser, delivery_filter, is_valid_filter
 from edgehub.message import Identity, Message, SystemProperty
-from edgehub.mqtt.codec import (
-    Decoder,
-    MqttError,
-    UnsupportedProtocolVersionError,
-    encode,
-    encode_pubacks,
-    encode_publish,
-)
+from edgehub.mqtt.decode import Decoder
+from edgehub.mqtt.encode import encode, encode_pubacks, encode_publish
 from edgehub.mqtt.packets import (
     MQTT_5,
     MQTT_311,
@@ -51,6 +45,7 @@ from edgehub.mqtt.packets import (
     UnsubAck,
     Unsubscribe,
 )
+from edgehub.mqtt.wire import MqttError, UnsupportedProtocolVersionError
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ from edgehub.heads.credentials import RegistryAuthenticator
 from edgehub.heads.mqtt.server import MqttConnection, MqttServer, ServerLimits, start_mqtt_server
 from edgehub.heads.mqtt.session import ConnectRequest, SessionConfig
 from edgehub.message import Identity, Message, SystemProperty
-from edgehub.mqtt.codec import Decoder, encode, encode_publish
+from edgehub.mqtt.decode import Decoder
+from edgehub.mqtt.encode import encode, encode_publish
 from edgehub.mqtt.packets import (
     MQTT_5,
     MQTT_311,

@@ -22,7 +22,8 @@ from edgehub.heads.mqtt.session import (
 )
 from edgehub.heads.mqtt.sessions import SessionTable
 from edgehub.message import Identity, Message
-from edgehub.mqtt.codec import Decoder, encode, encode_varint
+from edgehub.mqtt.decode import Decoder
+from edgehub.mqtt.encode import encode
 from edgehub.mqtt.packets import (
     MQTT_5,
     MQTT_311,
@@ -46,6 +47,7 @@ from edgehub.mqtt.packets import (
     Unsubscribe,
     Will,
 )
+from edgehub.mqtt.wire import encode_varint
 
 MODULE = Identity("edge", "filter")
 DEVICE = Identity("sensor1")
