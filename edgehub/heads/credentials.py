@@ -13,7 +13,7 @@ from edgehub.auth.registry import AuthResult, IdentityRegistry
 from edgehub.auth.username import parse_mqtt_connect
 from edgehub.clock import Clock
 from edgehub.errors import AuthError
-from edgehub.heads.mqtt.session import Authenticated, ConnectRequest
+from edgehub.heads.mqtt.policy import Authenticated, ConnectRequest
 from edgehub.message import Identity
 
 

@@ -11,7 +11,7 @@ from edgehub.auth.registry import IdentityRegistry
 from edgehub.auth.sas import make_sas_token, sas_resource
 from edgehub.errors import AuthError
 from edgehub.heads.credentials import RegistryAuthenticator
-from edgehub.heads.mqtt.session import Authenticated, ConnectRequest
+from edgehub.heads.mqtt.policy import Authenticated, ConnectRequest
 from edgehub.message import Identity
 from edgehub.testing.clock import FakeClock
 

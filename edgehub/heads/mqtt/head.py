@@ -11,8 +11,8 @@ from typing import Final
 
 from edgehub.clock import Clock
 from edgehub.heads.credentials import RegistryAuthenticator
+from edgehub.heads.mqtt.policy import SessionConfig
 from edgehub.heads.mqtt.server import MqttServer, start_mqtt_server
-from edgehub.heads.mqtt.session import SessionConfig
 from edgehub.heads.port import HubPort
 
 LOOPBACK: Final = "127.0.0.1"

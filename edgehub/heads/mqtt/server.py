@@ -16,20 +16,18 @@ from typing import Final, cast
 
 from edgehub.clock import Clock, SystemClock
 from edgehub.errors import EndpointUnavailable, StoreFullError
-from edgehub.heads.mqtt.session import (
-    Authenticator,
-    Authorizer,
+from edgehub.heads.mqtt.events import (
     Closed,
     Connected,
     DeliveryChanged,
     Event,
-    MqttSession,
     Phase,
     PublishAcked,
-    SessionConfig,
     TelemetryReceived,
     WillReady,
 )
+from edgehub.heads.mqtt.policy import Authenticator, Authorizer, SessionConfig
+from edgehub.heads.mqtt.session import MqttSession
 from edgehub.heads.mqtt.sessions import SessionTable
 from edgehub.heads.port import HubPort
 from edgehub.iothub.topics import delivery_topic

@@ -6,21 +6,38 @@ what the protocol requires, the server decides when to ingest and deliver.
 
 from __future__ import annotations
 
-import enum
 import logging
 import sys
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Final, Protocol
+from collections.abc import Callable, Mapping
+from typing import Final
 
 from edgehub.auth import authorize
 from edgehub.errors import AuthError
+from edgehub.heads.mqtt.acks import FIXED_PUBREC, PENDING_PUBACK, PENDING_PUBREC, AckBatch
+from edgehub.heads.mqtt.events import (
+    Closed,
+    Connected,
+    DeliveryChanged,
+    Event,
+    Phase,
+    PublishAcked,
+    TelemetryReceived,
+    WillReady,
+)
+from edgehub.heads.mqtt.policy import (
+    Authenticated,
+    Authenticator,
+    Authorizer,
+    ConnectRequest,
+    OwnTopicsAuthorizer,
+    SessionConfig,
+)
 from edgehub.heads.mqtt.sessions import SessionState, SessionTable
 from edgehub.heads.mqtt.topics import DeliveryFilter, TelemetryParser, delivery_filter, is_valid_filter
 from edgehub.message import Identity, Message, SystemProperty
 from edgehub.mqtt.decode import Decoder
-from edgehub.mqtt.encode import encode, encode_pubacks, encode_publish
+from edgehub.mqtt.encode import encode, encode_publish
 from edgehub.mqtt.packets import (
     MQTT_5,
     MQTT_311,
@@ -37,7 +54,6 @@ from edgehub.mqtt.packets import (
     PubAck,
     PubComp,
     Publish,
-    PubRec,
     PubRel,
     ReasonCode,
     SubAck,
@@ -48,194 +64,6 @@ from edgehub.mqtt.packets import (
 from edgehub.mqtt.wire import MqttError, UnsupportedProtocolVersionError
 
 log = logging.getLogger(__name__)
-
-
-# --- what the session needs injected -----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectRequest:
-    """The credentials of a CONNECT, for the authenticator.
-
-    ``peer_certificates`` is the client's TLS certificate chain in DER, leaf first
-    (only the leaf on Python < 3.13); empty without TLS client auth.
-    """
-
-    client_id: str
-    username: str | None
-    password: bytes | None
-    peer_certificates: tuple[bytes, ...] = ()
-    protocol_level: int = MQTT_311
-
-
-@dataclass(frozen=True, slots=True)
-class Authenticated:
-    """Who a CONNECT's credentials prove the client to be, and for how long.
-
-    ``valid_for`` is the seconds from the CONNECT until the credential expires (SAS token ``se``,
-    certificate notAfter); the session closes the connection then. None: it does not expire.
-    """
-
-    identity: Identity
-    valid_for: float | None = None
-
-
-class Authenticator(Protocol):
-    def __call__(self, request: ConnectRequest) -> Authenticated | Identity:
-        """What the credentials prove (an Identity alone: a credential that does not expire);
-        raises edgehub.errors.AuthError otherwise."""
-        ...
-
-
-class Authorizer(Protocol):
-    def may_publish(self, identity: Identity, topic: str) -> bool: ...
-
-    def may_subscribe(self, identity: Identity, topic_filter: str) -> bool: ...
-
-
-class OwnTopicsAuthorizer:
-    """The default policy: edgehub.auth.authorize without generic topics (own telemetry, own
-    inputs/devicebound; a child edge hub's for the devices and modules below it)."""
-
-    def may_publish(self, identity: Identity, topic: str) -> bool:
-        return authorize.may_publish(identity, topic)
-
-    def may_subscribe(self, identity: Identity, topic_filter: str) -> bool:
-        return authorize.may_subscribe(identity, topic_filter)
-
-
-@dataclass(frozen=True, slots=True)
-class SessionConfig:
-    """Limits of one connection. ``max_message_size`` is maxMessageSizeBytes: a PUBLISH whose
-    payload is larger is refused; the packet limit adds ``packet_overhead`` for topic and properties."""
-
-    max_message_size: int = 262_144
-    packet_overhead: int = 8192
-    receive_maximum: int = 1024
-    outbound_window: int = 256
-    topic_alias_maximum: int = 64
-    connect_timeout: float = 10.0
-    max_session_expiry: int = 7 * 24 * 3600
-    persistent_session_expiry: int = 24 * 3600
-    """Expiry of an MQTT 3.1.1 session with Clean Session 0 (3.1.1 sets none; the hub must bound it)."""
-    require_client_id_match: bool = True
-    """Client id must be the identity's ``{d}`` or ``{d}/{m}``, as in IoT Hub."""
-
-    @property
-    def max_packet_size(self) -> int:
-        return self.max_message_size + self.packet_overhead
-
-
-# --- events ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Connected:
-    """CONNECT accepted and CONNACK queued. ``displaced`` is the MqttSession that held the
-    client id before [MQTT-3.1.4-3]: the server must call its ``take_over`` and close it."""
-
-    identity: Identity
-    client_id: str
-    session_present: bool
-    protocol_level: int
-    displaced: MqttSession | None
-
-
-@dataclass(frozen=True, slots=True)
-class TelemetryReceived:
-    """Every telemetry message one read delivered, in order. Ingest them, then call
-    ``ack(token)`` (or ``refuse(token)`` on StoreFullError): the acks wait for that."""
-
-    messages: Sequence[Message]
-    token: int
-
-
-@dataclass(frozen=True, slots=True)
-class WillReady:
-    """The connection ended without DISCONNECT: ingest the will message (MQTT 5 §3.1.2.5)."""
-
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class PublishAcked:
-    """The client acknowledged the outbound PUBLISH ``packet_id`` (``reason_code`` >= 0x80: refused)."""
-
-    packet_id: int
-    reason_code: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryChanged:
-    """Whether the client now has a subscription to its inputs / devicebound topics (attach / detach)."""
-
-    active: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Closed:
-    """The session is over: send ``data_to_send()`` (a final DISCONNECT or CONNACK), then close."""
-
-    reason: str
-    reason_code: int = 0
-
-
-Event = Connected | TelemetryReceived | WillReady | PublishAcked | DeliveryChanged | Closed
-
-
-class Phase(enum.Enum):
-    AWAITING_CONNECT = "awaiting-connect"
-    CONNECTED = "connected"
-    CLOSED = "closed"
-
-
-# --- acknowledgements in receive order ---------------------------------------------------------
-
-_PENDING_PUBACK: Final = -1
-_PENDING_PUBREC: Final = -2
-_FIXED_PUBREC: Final = 0x100
-"""Entry kinds: an ack waiting for the ingest outcome, or a fixed reason decided on receipt:
-``reason`` for a PUBACK, ``_FIXED_PUBREC | reason`` for a PUBREC (refused publishes, MQTT 5)."""
-
-
-class _AckBatch:
-    """The PUBACKs / PUBRECs owed for one read, sent only after its ingest resolved.
-
-    ``kinds`` stays None while every entry is a QoS 1 PUBACK waiting for the outcome
-    (the hot path: one struct call encodes them all).
-    """
-
-    __slots__ = ("ids", "kinds", "outcome")
-
-    def __init__(self) -> None:
-        self.ids: list[int] = []
-        self.kinds: list[int] | None = None
-        self.outcome = -1
-
-    def add(self, packet_id: int, kind: int) -> None:
-        if self.kinds is None and kind != _PENDING_PUBACK:
-            self.kinds = [_PENDING_PUBACK] * len(self.ids)
-        self.ids.append(packet_id)
-        if self.kinds is not None:
-            self.kinds.append(kind)
-
-    def encode(self, version: int) -> bytes:
-        reason = self.outcome
-        if self.kinds is None:
-            if reason == 0:
-                return encode_pubacks(self.ids)
-            return b"".join(encode(PubAck(packet_id, reason), version) for packet_id in self.ids)
-        parts = []
-        for packet_id, kind in zip(self.ids, self.kinds, strict=True):
-            if kind == _PENDING_PUBACK:
-                parts.append(encode(PubAck(packet_id, reason), version))
-            elif kind == _PENDING_PUBREC:
-                parts.append(encode(PubRec(packet_id, reason), version))
-            elif kind >= _FIXED_PUBREC:
-                parts.append(encode(PubRec(packet_id, kind - _FIXED_PUBREC), version))
-            else:
-                parts.append(encode(PubAck(packet_id, kind), version))
-        return b"".join(parts)
 
 
 # --- the session -------------------------------------------------------------------------------
@@ -296,8 +124,8 @@ class MqttSession:
         self._max_message_size = self.config.max_message_size
         self._receive_limit = sys.maxsize  # MQTT 3.1.1 has no Receive Maximum; reading pauses instead
         # inbound QoS 1/2 flow: acks owed, in receive order [MQTT-4.6.0-2]
-        self._acks: deque[_AckBatch] = deque()
-        self._batches: dict[int, _AckBatch] = {}
+        self._acks: deque[AckBatch] = deque()
+        self._batches: dict[int, AckBatch] = {}
         self._next_token = 1
         self._inbound_unacked = 0
         self._awaiting_pubrel: set[int] = set()
@@ -442,7 +270,7 @@ class MqttSession:
         return events
 
     def _handle(self, packets: list[Packet], now: float) -> None:
-        batch = _AckBatch()
+        batch = AckBatch()
         messages: list[Message] = []
         connected = Phase.CONNECTED
         for packet in packets:
@@ -577,7 +405,7 @@ class MqttSession:
 
     # --- inbound PUBLISH -----------------------------------------------------------------------
 
-    def _on_publish(self, packet: Publish, messages: list[Message], batch: _AckBatch) -> None:
+    def _on_publish(self, packet: Publish, messages: list[Message], batch: AckBatch) -> None:
         """The hot path: one telemetry PUBLISH into this read's batch."""
         topic = packet.topic
         props = packet.properties
@@ -604,9 +432,9 @@ class MqttSession:
             if batch.kinds is None:
                 batch.ids.append(packet.packet_id)
             else:
-                batch.add(packet.packet_id, _PENDING_PUBACK)
+                batch.add(packet.packet_id, PENDING_PUBACK)
         elif qos == 2:
-            batch.add(packet.packet_id, _PENDING_PUBREC)
+            batch.add(packet.packet_id, PENDING_PUBREC)
             if packet.packet_id in self._awaiting_pubrel:
                 return  # a resend before PUBREL: acknowledge, do not store twice (MQTT 5 §4.3.3)
             self._awaiting_pubrel.add(packet.packet_id)
@@ -645,7 +473,7 @@ class MqttSession:
             self._fail(ReasonCode.PROTOCOL_ERROR, "unknown topic alias")
         return known
 
-    def _refuse_publish(self, packet: Publish, topic: str, batch: _AckBatch) -> None:
+    def _refuse_publish(self, packet: Publish, topic: str, batch: AckBatch) -> None:
         """A publish as another identity or outside the telemetry scheme (DESIGN §4)."""
         if topic not in self._refused_topics and len(self._refused_topics) < 16:
             self._refused_topics.add(topic)  # one line per topic, not per message
@@ -655,7 +483,7 @@ class MqttSession:
             self._fail(ReasonCode.NOT_AUTHORIZED, "publish to a topic the client may not use")
         elif packet.qos:
             # A refused QoS 2 PUBLISH gets a PUBREC >= 0x80 and ends there (MQTT 5 §4.3.3).
-            batch.add(packet.packet_id, ReasonCode.NOT_AUTHORIZED | (_FIXED_PUBREC if packet.qos == 2 else 0))
+            batch.add(packet.packet_id, ReasonCode.NOT_AUTHORIZED | (FIXED_PUBREC if packet.qos == 2 else 0))
 
     # --- acks and flow control -----------------------------------------------------------------
 
@@ -666,7 +494,7 @@ class MqttSession:
         batch.outcome = reason
         if reason >= 0x80 and batch.kinds is not None:
             for packet_id, kind in zip(batch.ids, batch.kinds, strict=True):
-                if kind == _PENDING_PUBREC:
+                if kind == PENDING_PUBREC:
                     self._awaiting_pubrel.discard(packet_id)
         acks = self._acks
         if self.phase is not Phase.CONNECTED:

@@ -5,21 +5,18 @@ from __future__ import annotations
 import pytest
 
 from edgehub.errors import AuthError
-from edgehub.heads.mqtt.session import (
-    Authenticated,
-    Authenticator,
+from edgehub.heads.mqtt.events import (
     Closed,
     Connected,
-    ConnectRequest,
     DeliveryChanged,
     Event,
-    MqttSession,
     Phase,
     PublishAcked,
-    SessionConfig,
     TelemetryReceived,
     WillReady,
 )
+from edgehub.heads.mqtt.policy import Authenticated, Authenticator, ConnectRequest, SessionConfig
+from edgehub.heads.mqtt.session import MqttSession
 from edgehub.heads.mqtt.sessions import SessionTable
 from edgehub.message import Identity, Message
 from edgehub.mqtt.decode import Decoder
