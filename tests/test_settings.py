@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from edgehub.connection_string import ConnectionString
 from edgehub.errors import ConfigError
 from edgehub.settings import (
-    ConnectionString,
     LogLevel,
     Settings,
     UpstreamProtocol,
