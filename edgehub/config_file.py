@@ -17,6 +17,19 @@ from typing import Final
 
 from edgehub.auth.authorize import EDGE_HUB_MODULE
 from edgehub.auth.identities import IdentitySpec
+from edgehub.config_json import (
+    JsonObject,
+    NonFiniteNumberError,
+    Report,
+    child_path,
+    json_integer,
+    json_object,
+    json_text,
+    kind_of,
+    refuse_constant,
+    shown,
+    unknown_keys,
+)
 from edgehub.errors import ConfigError
 from edgehub.message import Identity
 from edgehub.routing.spec import RouteSpec
@@ -89,12 +102,12 @@ def load_config_bytes(data: bytes, source: str, base_dir: Path | None = None) ->
     except UnicodeDecodeError as exc:
         raise ConfigError([(source, f"not UTF-8 text (bad byte at offset {exc.start})")]) from None
     try:
-        document = json.loads(text, object_pairs_hook=_JsonObject.from_pairs, parse_constant=_refuse_constant)
+        document = json.loads(text, object_pairs_hook=JsonObject.from_pairs, parse_constant=refuse_constant)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             [(source, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")]
         ) from None
-    except _NonFiniteNumberError as exc:
+    except NonFiniteNumberError as exc:
         raise ConfigError([(source, f"invalid JSON: {exc} is not a JSON number")]) from None
     except RecursionError:
         raise ConfigError([(source, "invalid JSON: nested too deeply")]) from None
@@ -108,8 +121,8 @@ def parse_config(document: object, source: str, base_dir: Path | None = None) ->
     (b) a deployment manifest (``modulesContent.$edgeHub["properties.desired"]``, or the older
     ``moduleContent``); either may carry a top-level ``identities`` list.
     """
-    report = _Report()
-    root = _object(document, source, report)
+    report = Report()
+    root = json_object(document, source, report)
     if root is None:
         raise ConfigError(report.problems)
     if "modulesContent" in root or "moduleContent" in root:
@@ -154,112 +167,6 @@ def identity_id_problem(text: str) -> str | None:
     return "must be 1 to 128 letters, digits or - . % _ * ? ! ( ) , : = @ $ '"
 
 
-# --- JSON plumbing --------------------------------------------------------------------------------
-
-
-class _NonFiniteNumberError(ValueError):
-    """NaN or Infinity in the file: Python's json accepts them, JSON does not."""
-
-
-def _refuse_constant(name: str) -> object:
-    raise _NonFiniteNumberError(name)
-
-
-class _JsonObject(dict[str, object]):
-    """A JSON object that remembers keys it saw twice (json keeps only the last silently)."""
-
-    duplicate_keys: tuple[str, ...] = ()
-
-    @classmethod
-    def from_pairs(cls, pairs: list[tuple[str, object]]) -> _JsonObject:
-        obj = cls(pairs)
-        if len(obj) != len(pairs):
-            seen: set[str] = set()
-            duplicates: dict[str, None] = {}
-            for key, _ in pairs:
-                if key in seen:
-                    duplicates[key] = None
-                seen.add(key)
-            obj.duplicate_keys = tuple(duplicates)
-        return obj
-
-
-class _Report:
-    """Problems (refuse the file) and warnings (accepted, ignored), each with its location."""
-
-    def __init__(self) -> None:
-        self.problems: list[tuple[str, str]] = []
-        self.warnings: list[tuple[str, str]] = []
-
-    def problem(self, location: str, reason: str) -> None:
-        self.problems.append((location, reason))
-
-    def warn(self, location: str, reason: str) -> None:
-        self.warnings.append((location, reason))
-
-
-_PLAIN_KEY: Final = re.compile(r"[A-Za-z0-9_$-]+")
-
-
-def _child(path: str, key: str) -> str:
-    """``path.key``, or ``path["odd key"]`` when the key has dots, spaces or the like."""
-    if not _PLAIN_KEY.fullmatch(key):
-        return f"{path}[{json.dumps(key)}]"
-    return f"{path}.{key}" if path else key
-
-
-def _shown(value: object) -> str:
-    text = json.dumps(value) if isinstance(value, str | int | float | bool | None) else type(value).__name__
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _kind(value: object) -> str:
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "a list"
-    return _shown(value)
-
-
-def _object(value: object, path: str, report: _Report) -> Mapping[str, object] | None:
-    if not isinstance(value, dict):
-        report.problem(path, f"must be a JSON object (got {_kind(value)})")
-        return None
-    if isinstance(value, _JsonObject):
-        for key in value.duplicate_keys:
-            report.problem(_child(path, key), "appears more than once (JSON keeps only the last)")
-    return value
-
-
-def _unknown_keys(obj: Mapping[str, object], path: str, known: tuple[str, ...], report: _Report) -> None:
-    for key in obj:
-        if key not in known:
-            report.problem(_child(path, key), f"unknown key (known: {', '.join(known)})")
-
-
-def _integer(value: object, path: str, report: _Report, *, low: int, high: int, expected: str) -> int | None:
-    """A JSON whole number within [low, high] (7200.0 counts as 7200), else a problem and None."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or (isinstance(value, float) and not value.is_integer())
-    ):
-        report.problem(path, f"must be {expected} (got {_kind(value)})")
-        return None
-    number = int(value)
-    if not low <= number <= high:
-        report.problem(path, f"must be {expected} (got {number})")
-        return None
-    return number
-
-
-def _text(value: object, path: str, report: _Report) -> str | None:
-    if not isinstance(value, str) or not value.strip():
-        report.problem(path, f"must be a non-empty string (got {_kind(value)})")
-        return None
-    return value
-
-
 # --- shapes -----------------------------------------------------------------------------------------
 
 
@@ -267,49 +174,49 @@ def _manifest_content_key(root: Mapping[str, object]) -> str:
     return "modulesContent" if "modulesContent" in root else "moduleContent"
 
 
-def _manifest_desired_properties(root: Mapping[str, object], report: _Report) -> Mapping[str, object] | None:
+def _manifest_desired_properties(root: Mapping[str, object], report: Report) -> Mapping[str, object] | None:
     """``modulesContent.$edgeHub["properties.desired"]``; other modules are not the hub's business."""
     key = _manifest_content_key(root)
     if "modulesContent" in root and "moduleContent" in root:
         report.problem("moduleContent", "give modulesContent only (moduleContent is its old name)")
     for other in root:
         if other not in ("modulesContent", "moduleContent", "identities") and not other.startswith("$"):
-            report.warn(_child("", other), "ignored: not part of a deployment manifest the hub reads")
-    content = _object(root[key], key, report)
+            report.warn(child_path("", other), "ignored: not part of a deployment manifest the hub reads")
+    content = json_object(root[key], key, report)
     if content is None:
         return None
-    hub_path = _child(key, "$edgeHub")
+    hub_path = child_path(key, "$edgeHub")
     if "$edgeHub" not in content:
         report.problem(hub_path, "missing: the manifest has no $edgeHub module twin")
         return None
-    hub = _object(content["$edgeHub"], hub_path, report)
+    hub = json_object(content["$edgeHub"], hub_path, report)
     if hub is None:
         return None
-    desired_path = _child(hub_path, "properties.desired")
+    desired_path = child_path(hub_path, "properties.desired")
     if "properties.desired" not in hub:
         report.problem(desired_path, "missing: $edgeHub has no desired properties")
         return None
-    return _object(hub["properties.desired"], desired_path, report)
+    return json_object(hub["properties.desired"], desired_path, report)
 
 
 _Desired = tuple[str, list[RouteSpec], int, int | None]
 
 
 def _desired_properties(
-    desired: Mapping[str, object] | None, path: str, *, in_manifest: bool, report: _Report
+    desired: Mapping[str, object] | None, path: str, *, in_manifest: bool, report: Report
 ) -> _Desired:
     """schemaVersion, routes and storeAndForwardConfiguration of the edgeHub twin."""
     if desired is None:
         return "1.1", [], DEFAULT_TIME_TO_LIVE_SECS, None
     schema_version, minor = _schema_version(
-        desired.get("schemaVersion"), _child(path, "schemaVersion"), report
+        desired.get("schemaVersion"), child_path(path, "schemaVersion"), report
     )
-    routes = _routes(desired.get("routes"), _child(path, "routes"), minor, report)
+    routes = _routes(desired.get("routes"), child_path(path, "routes"), minor, report)
     ttl, max_size = _store_and_forward(
-        desired.get("storeAndForwardConfiguration"), _child(path, "storeAndForwardConfiguration"), report
+        desired.get("storeAndForwardConfiguration"), child_path(path, "storeAndForwardConfiguration"), report
     )
     for key in desired:
-        location = _child(path, key)
+        location = child_path(path, key)
         if key in ("schemaVersion", "routes", "storeAndForwardConfiguration") or key.startswith("$"):
             continue  # $version, $metadata: twin bookkeeping
         if key == "identities" and not in_manifest:
@@ -334,7 +241,7 @@ def _desired_properties(
 _SCHEMA_VERSION: Final = re.compile(r"1\.([0-9]+)(?:\.[0-9]+){0,2}")
 
 
-def _schema_version(value: object, path: str, report: _Report) -> tuple[str, int]:
+def _schema_version(value: object, path: str, report: Report) -> tuple[str, int]:
     """The version text and its minor number (1 when unknown, so routes still get checked)."""
     if value is None:
         report.problem(path, 'missing: edgeHub desired properties need a schemaVersion such as "1.1"')
@@ -347,21 +254,21 @@ def _schema_version(value: object, path: str, report: _Report) -> tuple[str, int
     ):
         report.problem(
             path,
-            f"unsupported schemaVersion {_shown(value)} (supported: {', '.join(SUPPORTED_SCHEMA_VERSIONS)})",
+            f"unsupported schemaVersion {shown(value)} (supported: {', '.join(SUPPORTED_SCHEMA_VERSIONS)})",
         )
         return "1.1", 1
     return value, int(match.group(1))
 
 
-def _routes(value: object, path: str, minor: int, report: _Report) -> list[RouteSpec]:
+def _routes(value: object, path: str, minor: int, report: Report) -> list[RouteSpec]:
     if value is None:
         return []
-    routes_obj = _object(value, path, report)
+    routes_obj = json_object(value, path, report)
     if routes_obj is None:
         return []
     routes: list[RouteSpec] = []
     for name, entry in routes_obj.items():
-        location = _child(path, name)
+        location = child_path(path, name)
         if not name.strip():
             report.problem(location, "a route needs a name")
         elif isinstance(entry, str):
@@ -378,26 +285,26 @@ def _routes(value: object, path: str, minor: int, report: _Report) -> list[Route
             )
         else:
             shapes = "a route string" if minor == 0 else "a route string or {route, priority, timeToLiveSecs}"
-            report.problem(location, f"must be {shapes} (got {_kind(entry)})")
+            report.problem(location, f"must be {shapes} (got {kind_of(entry)})")
     return routes
 
 
 _ROUTE_KEYS: Final = ("route", "priority", "timeToLiveSecs")
 
 
-def _route_object(name: str, entry: Mapping[str, object], path: str, report: _Report) -> RouteSpec | None:
+def _route_object(name: str, entry: Mapping[str, object], path: str, report: Report) -> RouteSpec | None:
     """A schema 1.1 route: ``{"route": text, "priority": 0-9, "timeToLiveSecs": n}``."""
     before = len(report.problems)
-    obj = _object(entry, path, report)
+    obj = json_object(entry, path, report)
     if obj is None:
         return None
-    _unknown_keys(obj, path, _ROUTE_KEYS, report)
-    text = _text(obj.get("route"), _child(path, "route"), report)
+    unknown_keys(obj, path, _ROUTE_KEYS, report)
+    text = json_text(obj.get("route"), child_path(path, "route"), report)
     priority: int | None = DEFAULT_PRIORITY
     if "priority" in obj:
-        priority = _integer(
+        priority = json_integer(
             obj["priority"],
-            _child(path, "priority"),
+            child_path(path, "priority"),
             report,
             low=0,
             high=9,
@@ -405,9 +312,9 @@ def _route_object(name: str, entry: Mapping[str, object], path: str, report: _Re
         )
     ttl: int | None = 0
     if "timeToLiveSecs" in obj:
-        ttl = _integer(
+        ttl = json_integer(
             obj["timeToLiveSecs"],
-            _child(path, "timeToLiveSecs"),
+            child_path(path, "timeToLiveSecs"),
             report,
             low=0,
             high=_INT32_MAX,
@@ -418,17 +325,17 @@ def _route_object(name: str, entry: Mapping[str, object], path: str, report: _Re
     return RouteSpec(name=name, text=text, priority=priority, time_to_live_secs=ttl)
 
 
-def _store_and_forward(value: object, path: str, report: _Report) -> tuple[int, int | None]:
+def _store_and_forward(value: object, path: str, report: Report) -> tuple[int, int | None]:
     """``timeToLiveSecs`` (default 7200) and ``storeLimits.maxSizeBytes`` (default: no limit)."""
     if value is None:
         return DEFAULT_TIME_TO_LIVE_SECS, None
-    obj = _object(value, path, report)
+    obj = json_object(value, path, report)
     if obj is None:
         return DEFAULT_TIME_TO_LIVE_SECS, None
-    _unknown_keys(obj, path, ("timeToLiveSecs", "storeLimits", "maxStorageSpaceBytes"), report)
-    ttl = _integer(
+    unknown_keys(obj, path, ("timeToLiveSecs", "storeLimits", "maxStorageSpaceBytes"), report)
+    ttl = json_integer(
         obj.get("timeToLiveSecs", DEFAULT_TIME_TO_LIVE_SECS),
-        _child(path, "timeToLiveSecs"),
+        child_path(path, "timeToLiveSecs"),
         report,
         low=1,
         high=_INT32_MAX,
@@ -436,10 +343,10 @@ def _store_and_forward(value: object, path: str, report: _Report) -> tuple[int, 
     )
     max_size = None
     if "storeLimits" in obj:
-        max_size = _store_limits(obj["storeLimits"], _child(path, "storeLimits"), report)
+        max_size = _store_limits(obj["storeLimits"], child_path(path, "storeLimits"), report)
     if "maxStorageSpaceBytes" in obj:
         # edgeHub's earlier name for the same limit.
-        legacy_path = _child(path, "maxStorageSpaceBytes")
+        legacy_path = child_path(path, "maxStorageSpaceBytes")
         if "storeLimits" in obj:
             report.problem(legacy_path, "give storeLimits.maxSizeBytes only (this is its older name)")
         else:
@@ -447,19 +354,19 @@ def _store_and_forward(value: object, path: str, report: _Report) -> tuple[int, 
     return DEFAULT_TIME_TO_LIVE_SECS if ttl is None else ttl, max_size
 
 
-def _store_limits(value: object, path: str, report: _Report) -> int | None:
-    obj = _object(value, path, report)
+def _store_limits(value: object, path: str, report: Report) -> int | None:
+    obj = json_object(value, path, report)
     if obj is None:
         return None
-    _unknown_keys(obj, path, ("maxSizeBytes",), report)
+    unknown_keys(obj, path, ("maxSizeBytes",), report)
     if "maxSizeBytes" not in obj:
-        report.problem(_child(path, "maxSizeBytes"), "missing: storeLimits needs maxSizeBytes")
+        report.problem(child_path(path, "maxSizeBytes"), "missing: storeLimits needs maxSizeBytes")
         return None
-    return _size_limit(obj["maxSizeBytes"], _child(path, "maxSizeBytes"), report)
+    return _size_limit(obj["maxSizeBytes"], child_path(path, "maxSizeBytes"), report)
 
 
-def _size_limit(value: object, path: str, report: _Report) -> int | None:
-    return _integer(value, path, report, low=1, high=_INT64_MAX, expected="a positive number of bytes")
+def _size_limit(value: object, path: str, report: Report) -> int | None:
+    return json_integer(value, path, report, low=1, high=_INT64_MAX, expected="a positive number of bytes")
 
 
 # --- identities -------------------------------------------------------------------------------------
@@ -470,11 +377,11 @@ _KEY_NAMES: Final = ("primaryKey", "secondaryKey")
 _THUMBPRINT: Final = re.compile(r"(?:[0-9a-f]{40}|[0-9a-f]{64})")
 
 
-def _identities(value: object, path: str, base_dir: Path | None, report: _Report) -> list[IdentitySpec]:
+def _identities(value: object, path: str, base_dir: Path | None, report: Report) -> list[IdentitySpec]:
     if value is None:
         return []
     if not isinstance(value, list):
-        report.problem(path, f"must be a list of identities (got {_kind(value)})")
+        report.problem(path, f"must be a list of identities (got {kind_of(value)})")
         return []
     identities: list[IdentitySpec] = []
     first_seen: dict[Identity, int] = {}
@@ -491,27 +398,29 @@ def _identities(value: object, path: str, base_dir: Path | None, report: _Report
     return identities
 
 
-def _identity(entry: object, path: str, base_dir: Path | None, report: _Report) -> IdentitySpec | None:
+def _identity(entry: object, path: str, base_dir: Path | None, report: Report) -> IdentitySpec | None:
     """One ``{"deviceId", ["moduleId"], credentials...}`` entry; None when it has a problem."""
     before = len(report.problems)
-    obj = _object(entry, path, report)
+    obj = json_object(entry, path, report)
     if obj is None:
         return None
-    _unknown_keys(obj, path, _IDENTITY_KEYS, report)
-    device_id = _id(obj.get("deviceId"), _child(path, "deviceId"), report)
-    module_id = _id(obj["moduleId"], _child(path, "moduleId"), report) if "moduleId" in obj else None
+    unknown_keys(obj, path, _IDENTITY_KEYS, report)
+    device_id = _id(obj.get("deviceId"), child_path(path, "deviceId"), report)
+    module_id = _id(obj["moduleId"], child_path(path, "moduleId"), report) if "moduleId" in obj else None
     if module_id is not None and module_id.startswith("$") and module_id != EDGE_HUB_MODULE:
         # $edgeHub is a child edge hub connecting to this one (nested IoT Edge); other $ ids are reserved.
         reason = f"ids starting with $ are reserved for system modules (only {EDGE_HUB_MODULE} is allowed)"
-        report.problem(_child(path, "moduleId"), reason)
-    keys = {name: _symmetric_key(obj[name], _child(path, name), report) for name in _KEY_NAMES if name in obj}
+        report.problem(child_path(path, "moduleId"), reason)
+    keys = {
+        name: _symmetric_key(obj[name], child_path(path, name), report) for name in _KEY_NAMES if name in obj
+    }
     if "secondaryKey" in obj and "primaryKey" not in obj:
-        report.problem(_child(path, "secondaryKey"), "given without primaryKey")
+        report.problem(child_path(path, "secondaryKey"), "given without primaryKey")
     thumbprint = ca_file = None
     if "x509Thumbprint" in obj:
-        thumbprint = _thumbprint(obj["x509Thumbprint"], _child(path, "x509Thumbprint"), report)
+        thumbprint = _thumbprint(obj["x509Thumbprint"], child_path(path, "x509Thumbprint"), report)
     if "x509CaFile" in obj:
-        ca_file = _ca_file(obj["x509CaFile"], _child(path, "x509CaFile"), base_dir, report)
+        ca_file = _ca_file(obj["x509CaFile"], child_path(path, "x509CaFile"), base_dir, report)
     if not any(name in obj for name in _CREDENTIAL_KEYS):
         report.problem(
             path, f"has no credential: give {', '.join(_CREDENTIAL_KEYS[:-1])} or {_CREDENTIAL_KEYS[-1]}"
@@ -528,23 +437,23 @@ def _identity(entry: object, path: str, base_dir: Path | None, report: _Report) 
     )
 
 
-def _id(value: object, path: str, report: _Report) -> str | None:
+def _id(value: object, path: str, report: Report) -> str | None:
     if value is None:
         report.problem(path, "missing")
         return None
     if not isinstance(value, str):
-        report.problem(path, f"must be a string (got {_kind(value)})")
+        report.problem(path, f"must be a string (got {kind_of(value)})")
         return None
     if (problem := identity_id_problem(value)) is not None:
-        report.problem(path, f"{problem} (got {_shown(value)})")
+        report.problem(path, f"{problem} (got {shown(value)})")
         return None
     return value
 
 
-def _symmetric_key(value: object, path: str, report: _Report) -> str | None:
+def _symmetric_key(value: object, path: str, report: Report) -> str | None:
     """A base64 key of 16-64 bytes, as IoT Hub requires; its value never appears in a problem."""
     if not isinstance(value, str):
-        report.problem(path, f"must be a base64 string (got {_kind(value)})")
+        report.problem(path, f"must be a base64 string (got {kind_of(value)})")
         return None
     try:
         key = base64.b64decode(value, validate=True)
@@ -558,18 +467,18 @@ def _symmetric_key(value: object, path: str, report: _Report) -> str | None:
     return value
 
 
-def _thumbprint(value: object, path: str, report: _Report) -> str | None:
+def _thumbprint(value: object, path: str, report: Report) -> str | None:
     """SHA-1 or SHA-256 hex digest; ``:`` and spaces are dropped and case folded to lower."""
     normalized = value.replace(":", "").replace(" ", "").lower() if isinstance(value, str) else ""
     if not _THUMBPRINT.fullmatch(normalized):
-        report.problem(path, f"must be a SHA-1 (40) or SHA-256 (64) hex digest (got {_kind(value)})")
+        report.problem(path, f"must be a SHA-1 (40) or SHA-256 (64) hex digest (got {kind_of(value)})")
         return None
     return normalized
 
 
-def _ca_file(value: object, path: str, base_dir: Path | None, report: _Report) -> str | None:
+def _ca_file(value: object, path: str, base_dir: Path | None, report: Report) -> str | None:
     """A PEM file; a relative path is relative to the config file's folder."""
-    text = _text(value, path, report)
+    text = json_text(value, path, report)
     if text is None:
         return None
     ca_path = Path(text)
