@@ -1,22 +1,17 @@
 """The store conformance suite: one set of tests every backend must pass (DESIGN §5, trio-style).
 
-Subclass StoreConformance as ``Test<Backend>Store`` and build ``stateful_store_test``
-per backend; nothing here picks a backend or touches files outside the given folder.
+Subclass StoreConformance as ``Test<Backend>Store`` (and build ``store_model.stateful_store_test``);
+nothing here picks a backend or touches files outside the given folder.
 """
 
 from __future__ import annotations
 
-import tempfile
 import threading
-import unittest
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ClassVar, Final
 
 import pytest
-from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from edgehub.errors import StoreError, StoreFullError, StoreOpenError
 from edgehub.message import Message, MessageId
@@ -402,154 +397,3 @@ class StoreConformance:
         assert delivered == rounds
         assert store.message_count() == 0
         assert store.size_bytes() == 0
-
-
-# -- stateful model ------------------------------------------------------------------
-
-_QUEUES: Final = (UPSTREAM, MODULE, MODULE_URGENT)
-
-
-class _ModelMessage:
-    """A stored body and, per queue, its TTL expiry and the time an expire run drops it:
-    the expiry, or just after the last run when the expiry was already past it."""
-
-    __slots__ = ("body", "drops", "refs")
-
-    def __init__(self, body: bytes, refs: dict[QueueKey, int], expired_upto: int) -> None:
-        self.body = body
-        self.refs = refs
-        self.drops = {queue: max(expiry, expired_upto + 1) for queue, expiry in refs.items()}
-
-
-class StoreModel(RuleBasedStateMachine):
-    """Random appends, reads, checkpoints, expiry runs and reopens, checked against
-    plain Python queues. Subclasses set ``opener``."""
-
-    opener: ClassVar[StoreOpener]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tmp = tempfile.TemporaryDirectory(prefix="edgehub-model-")
-        self.folder = Path(self.tmp.name) / "store"
-        self.max_size: int | None = None
-        self.store = type(self).opener(self.folder, None)
-        self.now = NOW
-        self.expired_upto = 0
-        self.last_id = 0
-        self.messages: dict[int, _ModelMessage] = {}
-        self.checkpoints: dict[QueueKey, int] = {}
-        self.removed: set[tuple[QueueKey, int]] = set()
-        self.used: set[QueueKey] = set()
-
-    def teardown(self) -> None:
-        self.store.close()
-        self.tmp.cleanup()
-
-    def _live_refs(self, queue: QueueKey) -> list[tuple[int, int]]:
-        checkpoint = self.checkpoints.get(queue, 0)
-        return sorted(
-            (message_id, message.refs[queue]) for message_id, message in self.messages.items()
-            if queue in message.refs and message_id > checkpoint and (queue, message_id) not in self.removed
-        )
-
-    def _reclaim(self) -> None:
-        for message_id in [
-            message_id for message_id, message in self.messages.items()
-            if all(
-                self.checkpoints.get(queue, 0) >= message_id or (queue, message_id) in self.removed
-                for queue in message.refs
-            )
-        ]:
-            del self.messages[message_id]
-
-    @rule(
-        batch=st.lists(
-            st.tuples(
-                st.binary(max_size=40),
-                st.dictionaries(st.sampled_from(_QUEUES), st.integers(-20, 200), max_size=3),
-            ),
-            min_size=1, max_size=6,
-        ),
-    )
-    def append(self, batch: list[tuple[bytes, dict[QueueKey, int]]]) -> None:
-        items = [item(body, *(to(queue, self.now + offset) for queue, offset in refs.items()))
-                 for body, refs in batch]
-        try:
-            ids = self.store.append(items)
-        except StoreFullError:
-            assert self.max_size is not None
-            return
-        for (body, refs), message_id in zip(batch, ids, strict=True):
-            if not refs:
-                assert message_id == -1
-                continue
-            assert message_id > self.last_id
-            self.last_id = message_id
-            self.used.update(refs)
-            expiries = {queue: self.now + offset for queue, offset in refs.items()}
-            self.messages[message_id] = _ModelMessage(body, expiries, self.expired_upto)
-        if self.max_size is not None:
-            assert self.store.size_bytes() <= self.max_size
-
-    @rule(queue=st.sampled_from(_QUEUES), back=st.integers(0, 8), limit=st.integers(1, 6))
-    def read(self, queue: QueueKey, back: int, limit: int) -> None:
-        after = max(0, self.last_id - back)
-        expected = [(message_id, expiry) for message_id, expiry in self._live_refs(queue)
-                    if message_id > after and expiry > self.now][:limit]
-        read = self.store.read(queue, after, limit, self.now)
-        assert [(q.id, q.expiry_ms) for q in read] == expected
-        assert [q.message.body for q in read] == [self.messages[i].body for i, _ in expected]
-
-    @rule(queue=st.sampled_from(_QUEUES), back=st.integers(-2, 8))
-    def checkpoint(self, queue: QueueKey, back: int) -> None:
-        upto = min(self.last_id - back, self.last_id)
-        self.store.checkpoint(queue, upto)
-        if upto > self.checkpoints.get(queue, 0):
-            self.used.add(queue)
-            self.checkpoints[queue] = upto
-        self._reclaim()
-
-    @rule(step=st.integers(1, 120))
-    def advance(self, step: int) -> None:
-        self.now += step
-
-    @rule()
-    def expire(self) -> None:
-        dropped: dict[QueueKey, int] = {}
-        for message_id, message in self.messages.items():
-            for queue, drop in message.drops.items():
-                if (drop <= self.now and self.checkpoints.get(queue, 0) < message_id
-                        and (queue, message_id) not in self.removed):
-                    self.removed.add((queue, message_id))
-                    dropped[queue] = dropped.get(queue, 0) + 1
-        self.expired_upto = max(self.expired_upto, self.now)
-        assert self.store.expire(self.now) == {q: n for q, n in dropped.items() if n}
-        self._reclaim()
-
-    @rule(limit=st.sampled_from([None, 600, 2000]))
-    def reopen(self, limit: int | None) -> None:
-        before = (self.store.size_bytes(), self.store.queue_lengths(), self.store.next_id)
-        self.store.close()
-        self.store = type(self).opener(self.folder, limit)
-        self.max_size = limit
-        assert (self.store.size_bytes(), self.store.queue_lengths(), self.store.next_id) == before
-
-    @invariant()
-    def counts_match_the_model(self) -> None:
-        assert self.store.message_count() == len(self.messages)
-        assert (self.store.size_bytes() == 0) == (not self.messages)
-        lengths = self.store.queue_lengths()
-        for queue in _QUEUES:
-            assert lengths.get(queue, 0) == len(self._live_refs(queue))
-        assert set(self.store.queues()) == self.used
-
-
-def stateful_store_test(opener: StoreOpener, *, max_examples: int = 40) -> type[unittest.TestCase]:
-    """A TestCase running StoreModel against the backend ``opener`` opens."""
-    machine: type[StoreModel] = type("StoreModelFor", (StoreModel,), {"opener": staticmethod(opener)})
-    case: type[unittest.TestCase] = machine.TestCase
-    case.settings = settings(  # type: ignore[attr-defined]  # hypothesis reads it off the TestCase
-        max_examples=max_examples, stateful_step_count=40, deadline=None,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
-    return case

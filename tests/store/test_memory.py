@@ -7,7 +7,8 @@ from pathlib import Path
 from edgehub.store.base import Delivery, IngestItem, QueueKey
 from edgehub.store.memory import MemoryKeyValue, MemoryStore
 from edgehub.store.message_store import MessageStore
-from edgehub.testing.store_suite import NOW, StoreConformance, item, memory_opener, stateful_store_test
+from edgehub.testing.store_model import stateful_store_test
+from edgehub.testing.store_suite import NOW, StoreConformance, item, memory_opener
 
 _open_memory = memory_opener()
 

@@ -11,7 +11,8 @@ from edgehub.store.kv import TABLE_NAMES
 from edgehub.store.message_store import MessageStore
 from edgehub.store.open import open_store
 from edgehub.store.rocksdb import DEFAULT_TUNING, LOW_MEMORY_TUNING, RocksKeyValue, RocksTuning
-from edgehub.testing.store_suite import StoreConformance, stateful_store_test
+from edgehub.testing.store_model import stateful_store_test
+from edgehub.testing.store_suite import StoreConformance
 
 
 def open_rocksdb(folder: Path, max_size_bytes: int | None) -> MessageStore:

@@ -11,7 +11,8 @@ from edgehub.store.kv import META, WriteBatch
 from edgehub.store.message_store import MessageStore
 from edgehub.store.open import open_store
 from edgehub.store.sqlite import DATABASE_FILE, SqliteKeyValue
-from edgehub.testing.store_suite import UPSTREAM, StoreConformance, item, stateful_store_test, to
+from edgehub.testing.store_model import stateful_store_test
+from edgehub.testing.store_suite import UPSTREAM, StoreConformance, item, to
 
 
 def open_sqlite(folder: Path, max_size_bytes: int | None) -> MessageStore:
