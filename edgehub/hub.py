@@ -258,10 +258,10 @@ class Hub:
             self._publish_store_gauges()
 
     def _publish_store_gauges(self) -> None:
-        stats = self.store.stats()
-        metrics.STORE_SIZE.set(stats.size_bytes)
-        for queue in stats.queues:
-            metrics.QUEUE_LENGTH.labels(queue.queue.endpoint, str(queue.queue.priority)).set(queue.length)
+        # In-memory counters only: stats() walks every ref, too costly every few seconds.
+        metrics.STORE_SIZE.set(self.store.size_bytes())
+        for queue, length in self.store.queue_lengths().items():
+            metrics.QUEUE_LENGTH.labels(queue.endpoint, str(queue.priority)).set(length)
 
 
 async def _collect(awaitable: Awaitable[object], errors: list[BaseException]) -> None:

@@ -195,3 +195,15 @@ def test_local_endpoint_names_map_to_module_input_and_devicebound_endpoints() ->
     assert isinstance(device, DeviceboundEndpoint)
     with pytest.raises(ValueError, match="not a local endpoint"):
         local_endpoint(directory, "edge", "/somewhere/else")
+
+
+async def test_queue_length_and_store_size_gauges_follow_the_store_at_each_cleanup(
+    make_hub: Callable[[HubConfig], Hub], clock: FakeClock,
+) -> None:
+    hub = make_hub(config({"up": {"route": "FROM /messages/* INTO $upstream", "priority": 3,
+                                  "timeToLiveSecs": 0}}))
+    await hub.start()
+    await hub.ingest([Message(b"m", {}, SENSOR) for _ in range(4)])
+    gauge = metrics.QUEUE_LENGTH.labels("$upstream", "3")
+    await until(lambda: gauge._value.get() == 4, clock)
+    assert metrics.STORE_SIZE._value.get() == hub.store.size_bytes() > 0

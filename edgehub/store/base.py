@@ -108,7 +108,13 @@ class Store(Protocol):
         """Every queue that holds or held messages, sorted."""
         ...
 
-    def stats(self) -> StoreStats: ...
+    def queue_lengths(self) -> dict[QueueKey, int]:
+        """Refs waiting per queue, from memory: cheap enough for metrics on every cleanup run."""
+        ...
+
+    def stats(self) -> StoreStats:
+        """Per-queue length, oldest message and bytes; walks every ref (for ``edgehub stats``)."""
+        ...
 
     def size_bytes(self) -> int:
         """Bytes the store counts against ``storeLimits.maxSizeBytes``."""

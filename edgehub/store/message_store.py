@@ -107,10 +107,10 @@ class MessageStore:
         recent_messages: int = 0,
     ) -> None:
         self._kv = kv
-        # id -> Message of the latest appends, oldest first; ids are never reused, so an
-        # entry whose message was delivered meanwhile is never looked up and just ages out.
+        # id -> (message, its expiry entry) of the latest appends, oldest first, so read and
+        # checkpoint skip the store lookups; ids are never reused, so an entry whose message
+        # was delivered meanwhile is never looked up again and just ages out.
         self._recent: dict[MessageId, tuple[Message, bytes]] = {}
-        """id -> (message, its expiry entry): read and checkpoint skip the store lookups."""
         self._recent_limit = recent_messages
         self._location = location
         self._max_size = max_size_bytes
