@@ -6,6 +6,7 @@ never messages, queues or the record format (that is edgehub.store.records).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Final, Protocol
 
 from edgehub.errors import StoreOpenError
@@ -74,3 +75,17 @@ class KeyValue(Protocol):
     def close(self) -> None:
         """Release files and locks; idempotent."""
         ...
+
+
+SCAN_PAGE: Final = 4096
+"""Rows per scan when walking a whole range (open, stats, checkpoint)."""
+
+
+def scan_all(kv: KeyValue, table: int, start: bytes, stop: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """Every pair with ``start <= key < stop``, in key order, read a page at a time."""
+    while True:
+        rows = kv.scan(table, start, stop, SCAN_PAGE)
+        yield from rows
+        if len(rows) < SCAN_PAGE:
+            return
+        start = rows[-1][0] + b"\x00"

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Final
 
-from edgehub.errors import StoreError, StoreFullError, StoreOpenError
+from edgehub.errors import StoreError, StoreFullError
 from edgehub.message import Message, MessageId
-from edgehub.store.base import Delivery, IngestItem, QueuedMessage, QueueKey, QueueStats, StoreStats
+from edgehub.store.base import Delivery, IngestItem, QueuedMessage, QueueKey, StoreStats
+from edgehub.store.inventory import count_live, queue_stats, read_meta
 from edgehub.store.kv import (
     CHECKPOINTS,
     EXPIRY,
@@ -23,20 +24,16 @@ from edgehub.store.kv import (
     KeyValue,
     StoreCorruptError,
     WriteBatch,
+    scan_all,
 )
 from edgehub.store.records import (
-    EXPIRY_HEAD,
     EXPIRY_KEY,
     EXPIRY_SIZE_AND_REFS,
-    FORMAT_VERSION,
-    ID_BYTES,
     META_EXPIRED_UPTO,
-    META_FORMAT,
     META_NEXT_ID,
     QUEUE_STOP,
     QUEUE_VALUE,
     RECORD_KEY_BYTES,
-    U32,
     U64,
     Ref,
     decode_expiry_value,
@@ -49,15 +46,9 @@ from edgehub.store.records import (
     queue_value,
 )
 
-SCAN_PAGE: Final = 4096
-"""Rows per scan when walking a whole table (open, stats)."""
 EXPIRE_CHUNK: Final = 4096
 """Expiry entries per write batch in one expire run; bounds the batch's memory."""
 _MIN_READ_SCAN: Final = 64
-
-
-class NewerFormatError(StoreOpenError):
-    """The store was written by a newer hub (format version above ours); never quarantined."""
 
 
 class _QueueSlot:
@@ -122,69 +113,26 @@ class MessageStore:
         self._queues_by_prefix: dict[bytes, QueueKey] = {}
         self._checkpoints: dict[QueueKey, int] = {}
         self._lengths: dict[QueueKey, int] = {}
-        self._next_id = 1
-        self._expired_upto = 0
-        self._size = 0
-        self._count = 0
+        self._next_id = self._expired_upto = 0  # set from the tables by _recover
+        self._size = self._count = 0
         self._recover()
 
     # -- open ---------------------------------------------------------------
 
     def _recover(self) -> None:
         try:
-            self._read_meta()
-            for prefix, value in self._scan_all(CHECKPOINTS, b"", b"\xff"):
+            self._next_id, self._expired_upto = read_meta(self._kv, self._location, self._read_only)
+            found = count_live(self._kv)
+            for prefix, upto in found.checkpoints.items():
                 queue = self._queue_of(prefix)
-                self._checkpoints[queue] = U64.unpack(value)[0]
+                self._checkpoints[queue] = upto
                 self._lengths[queue] = 0
-            for key, _ in self._scan_all(QUEUES, b"", b"\xff"):
-                queue = self._queue_of(key[:-ID_BYTES])
-                self._lengths[queue] = self._lengths.get(queue, 0) + 1
-            for key, value in self._scan_all(EXPIRY, b"", b"\xff"):
-                expiry = EXPIRY_KEY.unpack(key)[0]
-                record_size, _, max_expiry, *_ = EXPIRY_HEAD.unpack_from(value, 0)
-                # The entry of a message's latest expiry lives as long as its body.
-                if expiry == max_expiry:
-                    self._size += record_size
-                    self._count += 1
+            for prefix, length in found.lengths.items():
+                queue = self._queue_of(prefix)
+                self._lengths[queue] = self._lengths.get(queue, 0) + length
         except (ValueError, struct.error) as exc:
             raise StoreCorruptError(self._location, f"undecodable entry: {exc}") from exc
-
-    def _read_meta(self) -> None:
-        version = self._kv.get(META, META_FORMAT)
-        if version is None:
-            if self._kv.scan(MESSAGES, b"", b"\xff", 1) or self._kv.scan(CHECKPOINTS, b"", b"\xff", 1):
-                raise StoreCorruptError(self._location, "format version missing in a non-empty store")
-            if not self._read_only:
-                batch = WriteBatch()
-                batch.put(META, META_FORMAT, U32.pack(FORMAT_VERSION))
-                batch.put(META, META_NEXT_ID, U64.pack(self._next_id))
-                self._kv.write(batch, sync=True)
-            return
-        if len(version) != U32.size:
-            raise StoreCorruptError(self._location, "format version unreadable")
-        found = U32.unpack(version)[0]
-        if found > FORMAT_VERSION:
-            raise NewerFormatError(
-                self._location,
-                f"store format version {found} is newer than this hub's ({FORMAT_VERSION}); "
-                "upgrade the hub or move the store aside"
-            )
-        next_id = self._kv.get(META, META_NEXT_ID)
-        if next_id is None or len(next_id) != U64.size:
-            raise StoreCorruptError(self._location, "id counter missing")
-        self._next_id = U64.unpack(next_id)[0]
-        expired = self._kv.get(META, META_EXPIRED_UPTO)
-        if expired is not None:
-            self._expired_upto = U64.unpack(expired)[0]
-
-    def _scan_all(self, table: int, start: bytes, stop: bytes) -> Iterator[tuple[bytes, bytes]]:
-        while True:
-            rows = self._kv.scan(table, start, stop, SCAN_PAGE)
-            yield from rows
-            if len(rows) < SCAN_PAGE:
-                return
-            start = rows[-1][0] + b"\x00"
+        self._size, self._count = found.size, found.count
 
     # -- queues ---------------------------------------------------------------
 
@@ -381,7 +329,7 @@ class MessageStore:
             if upto <= old:
                 return
             prefix = self._prefix_of(queue)
-            refs = list(self._scan_all(QUEUES, prefix + U64.pack(old + 1), prefix + U64.pack(upto + 1)))
+            refs = list(scan_all(self._kv, QUEUES, prefix + U64.pack(old + 1), prefix + U64.pack(upto + 1)))
             batch = WriteBatch()
             size, count = self._size, self._count
             try:
@@ -456,7 +404,7 @@ class MessageStore:
                 rows = [row for row in rows if EXPIRY_KEY.unpack(row[0])[0] < last]
             else:
                 upto = last
-                rows = list(self._scan_all(EXPIRY, start, U64.pack(last + 1)))
+                rows = list(scan_all(self._kv, EXPIRY, start, U64.pack(last + 1)))
             more = upto < now_ms
         batch = WriteBatch()
         size, count = self._size, self._count
@@ -528,31 +476,11 @@ class MessageStore:
 
     def stats(self) -> StoreStats:
         """Per-queue lengths, oldest message and bytes; walks every ref (for the CLI)."""
-        return StoreStats(
-            tuple(self._queue_stats(queue) for queue in self.queues()), self._size, self._count,
+        queues = tuple(
+            queue_stats(self._kv, queue, self._prefix_of(queue), self.checkpoint_of(queue))
+            for queue in self.queues()
         )
-
-    def _queue_stats(self, queue: QueueKey) -> QueueStats:
-        prefix = self._prefix_of(queue)
-        start = prefix + U64.pack(self._checkpoints.get(queue, 0) + 1)
-        length = 0
-        total = 0
-        oldest: int | None = None
-        for_keys = [
-            EXPIRY_KEY.pack(index, message_id)
-            for message_id, _, index in (
-                decode_queue_value(value) for _, value in self._scan_all(QUEUES, start, prefix + QUEUE_STOP)
-            )
-        ]
-        for page in range(0, len(for_keys), SCAN_PAGE):
-            for head in self._kv.multi_get(EXPIRY, for_keys[page:page + SCAN_PAGE]):
-                if head is None:
-                    continue
-                record_size, enqueued, *_ = EXPIRY_HEAD.unpack_from(head, 0)
-                length += 1
-                total += record_size
-                oldest = enqueued if oldest is None else min(oldest, enqueued)
-        return QueueStats(queue, length, oldest, total)
+        return StoreStats(queues, self._size, self._count)
 
     def size_bytes(self) -> int:
         return self._size

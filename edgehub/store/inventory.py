@@ -1,0 +1,121 @@
+"""What a store holds, read from its tables: the format and id counter at open, live counts, per-queue stats.
+
+Reads only, over a KeyValue; MessageStore keeps the results in memory and owns every write
+(except the format marker of a brand-new store).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edgehub.errors import StoreOpenError
+from edgehub.store.base import QueueKey, QueueStats
+from edgehub.store.kv import (
+    CHECKPOINTS,
+    EXPIRY,
+    MESSAGES,
+    META,
+    QUEUES,
+    SCAN_PAGE,
+    KeyValue,
+    StoreCorruptError,
+    WriteBatch,
+    scan_all,
+)
+from edgehub.store.records import (
+    EXPIRY_HEAD,
+    EXPIRY_KEY,
+    FORMAT_VERSION,
+    ID_BYTES,
+    META_EXPIRED_UPTO,
+    META_FORMAT,
+    META_NEXT_ID,
+    QUEUE_STOP,
+    U32,
+    U64,
+    decode_queue_value,
+)
+
+FIRST_ID = 1
+
+
+class NewerFormatError(StoreOpenError):
+    """The store was written by a newer hub (format version above ours); never quarantined."""
+
+
+@dataclass(slots=True)
+class LiveCounts:
+    """Checkpoint and waiting refs per queue prefix, and the live bodies' count and bytes."""
+
+    checkpoints: dict[bytes, int] = field(default_factory=dict)
+    lengths: dict[bytes, int] = field(default_factory=dict)
+    size: int = 0
+    count: int = 0
+
+
+def read_meta(kv: KeyValue, location: str, read_only: bool) -> tuple[int, int]:
+    """(next id, expired-up-to time) of the store; marks a brand-new store with our format.
+    Refuses a newer format and reports a damaged one as StoreCorruptError."""
+    version = kv.get(META, META_FORMAT)
+    if version is None:
+        if kv.scan(MESSAGES, b"", b"\xff", 1) or kv.scan(CHECKPOINTS, b"", b"\xff", 1):
+            raise StoreCorruptError(location, "format version missing in a non-empty store")
+        if not read_only:
+            batch = WriteBatch()
+            batch.put(META, META_FORMAT, U32.pack(FORMAT_VERSION))
+            batch.put(META, META_NEXT_ID, U64.pack(FIRST_ID))
+            kv.write(batch, sync=True)
+        return FIRST_ID, 0
+    if len(version) != U32.size:
+        raise StoreCorruptError(location, "format version unreadable")
+    found = U32.unpack(version)[0]
+    if found > FORMAT_VERSION:
+        raise NewerFormatError(
+            location,
+            f"store format version {found} is newer than this hub's ({FORMAT_VERSION}); "
+            "upgrade the hub or move the store aside"
+        )
+    next_id = kv.get(META, META_NEXT_ID)
+    if next_id is None or len(next_id) != U64.size:
+        raise StoreCorruptError(location, "id counter missing")
+    expired = kv.get(META, META_EXPIRED_UPTO)
+    return U64.unpack(next_id)[0], U64.unpack(expired)[0] if expired is not None else 0
+
+
+def count_live(kv: KeyValue) -> LiveCounts:
+    """One pass over checkpoints, queues and the expiry index (never the bodies)."""
+    counts = LiveCounts()
+    for prefix, value in scan_all(kv, CHECKPOINTS, b"", b"\xff"):
+        counts.checkpoints[prefix] = U64.unpack(value)[0]
+    for key, _ in scan_all(kv, QUEUES, b"", b"\xff"):
+        prefix = key[:-ID_BYTES]
+        counts.lengths[prefix] = counts.lengths.get(prefix, 0) + 1
+    for key, value in scan_all(kv, EXPIRY, b"", b"\xff"):
+        expiry = EXPIRY_KEY.unpack(key)[0]
+        record_size, _, max_expiry, *_ = EXPIRY_HEAD.unpack_from(value, 0)
+        if expiry == max_expiry:  # the entry of a message's latest expiry lives as long as its body
+            counts.size += record_size
+            counts.count += 1
+    return counts
+
+
+def queue_stats(kv: KeyValue, queue: QueueKey, prefix: bytes, checkpoint: int) -> QueueStats:
+    """Length, oldest enqueued time and bytes of the refs after ``checkpoint``; walks them all."""
+    start = prefix + U64.pack(checkpoint + 1)
+    keys = [
+        EXPIRY_KEY.pack(index, message_id)
+        for message_id, _, index in (
+            decode_queue_value(value) for _, value in scan_all(kv, QUEUES, start, prefix + QUEUE_STOP)
+        )
+    ]
+    length = total = 0
+    oldest: int | None = None
+    for page in range(0, len(keys), SCAN_PAGE):
+        for head in kv.multi_get(EXPIRY, keys[page:page + SCAN_PAGE]):
+            if head is None:
+                continue
+            record_size, enqueued, *_ = EXPIRY_HEAD.unpack_from(head, 0)
+            length += 1
+            total += record_size
+            oldest = enqueued if oldest is None else min(oldest, enqueued)
+    return QueueStats(queue, length, oldest, total)
