@@ -14,6 +14,7 @@ SCENARIOS = {
     "upstream": "bench.upstream_bench",
     "mqtt": "bench.mqtt_bench",
     "mqtt-head": "bench.mqtt_head_bench",
+    "http": "bench.http_bench",
 }
 
 

@@ -10,8 +10,9 @@ import asyncio
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 def _remaining_length(n: int) -> bytes:
@@ -86,12 +87,18 @@ class PacketReader:
         return packets
 
 
+Connector = Callable[[str, int], Awaitable[tuple[Any, Any]]]
+"""Opens (reader, writer) with asyncio's stream interface: plain TCP by default, TLS or
+MQTT over WebSocket from bench.ws_stream."""
+
+
 @dataclass
 class Credentials:
     client_id: str
     username: str | None = None
     password: str | None = None
     topic: str = "bench/telemetry"
+    connect: Connector | None = None
 
 
 @dataclass
@@ -113,7 +120,7 @@ class LoadResult:
 async def _open(
     host: str, port: int, creds: Credentials
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer = await asyncio.open_connection(host, port)
+    reader, writer = await (creds.connect or asyncio.open_connection)(host, port)
     writer.write(connect_packet(creds.client_id, creds.username, creds.password))
     header = await asyncio.wait_for(reader.readexactly(4), 10)
     if header[0] != 0x20 or header[3] != 0:

@@ -8,19 +8,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgehub import __version__
 from edgehub.errors import ConfigError, StoreOpenError
 
 if TYPE_CHECKING:
     from edgehub.hub import HubAssembly
+    from edgehub.settings import StoreBackend
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -37,8 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="edgeHub desired properties or deployment manifest (JSON)")
     check = commands.add_parser("check-config", help="validate settings (env) and a config file")
     check.add_argument("--config", type=Path, help="config file to validate")
-    stats = commands.add_parser("stats", help="queue lengths, oldest message age and size per endpoint")
+    stats = commands.add_parser(
+        "stats", help="queue lengths, oldest message age and size per endpoint: asks the running hub "
+        "(GET /stats on the metrics port), else reads the stopped hub's store",
+    )
     stats.add_argument("--storage", type=Path, help="store folder (default: StorageFolder)")
+    stats.add_argument("--port", type=int,
+                       help="metrics port of the running hub (default: Metrics__Listener__Port)")
+    stats.add_argument("--url", help="/stats URL of the running hub (default: http://127.0.0.1:{port}/stats)")
+    stats.add_argument("--json", action="store_true", help="print JSON (for scripts) instead of a table")
     return parser
 
 
@@ -47,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return check_config(args.config)
     if args.command == "stats":
-        return stats(args.storage)
+        return stats(args.storage, port=args.port, url=args.url, as_json=args.json)
     return run(args.config)
 
 
@@ -79,19 +88,61 @@ def check_config(config_path: Path | None) -> int:
     return EXIT_OK
 
 
-def stats(storage: Path | None) -> int:
-    from edgehub.hub import store_folder
+STATS_TIMEOUT = 2.0
+"""Seconds ``edgehub stats`` waits for a running hub before reading the store itself."""
+
+
+def stats(storage: Path | None, *, port: int | None = None, url: str | None = None,
+          as_json: bool = False) -> int:
     from edgehub.settings import load_settings
-    from edgehub.store.open import open_store
 
     try:
         settings = load_settings()
     except ConfigError as error:
         _print_problems(error)
         return EXIT_CONFIG
-    folder = store_folder(storage or settings.storage_folder)
+    port = settings.metrics_port if port is None else port
+    if url is None and port:
+        url = f"http://127.0.0.1:{port}/stats"
+    live = _running_hub_stats(url) if url is not None and storage is None else None
+    if live is not None:
+        _print_live_stats(live, url or "", as_json)
+        return EXIT_OK
+    return _offline_stats(storage or settings.storage_folder, settings.store_backend, as_json)
+
+
+def _running_hub_stats(url: str) -> dict[str, Any] | None:
+    """The running hub's /stats, or None when nothing answers there (the hub is stopped)."""
+    import urllib.error
+    import urllib.request
+
     try:
-        store = open_store(folder, backend=settings.store_backend, sync=False, low_memory=True,
+        with urllib.request.urlopen(url, timeout=STATS_TIMEOUT) as response:
+            document = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) and document.get("serving") else None
+
+
+def _print_live_stats(document: dict[str, Any], url: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"source": url, **document}, indent=2))
+        return
+    print(f"running hub at {url}: {document['store_bytes']} store bytes, "
+          f"{document['connected_clients']} connected clients")
+    print(f"{'endpoint':<48} {'priority':>10} {'length':>9} {'oldest age s':>13}")
+    for queue in document["queues"]:
+        age = "-" if queue["oldest_age_seconds"] is None else f"{queue['oldest_age_seconds']:.1f}"
+        print(f"{queue['endpoint']:<48} {queue['priority']:>10} {queue['length']:>9} {age:>13}")
+
+
+def _offline_stats(storage: Path, backend: StoreBackend, as_json: bool) -> int:
+    from edgehub.hub import store_folder
+    from edgehub.store.open import open_store
+
+    folder = store_folder(storage)
+    try:
+        store = open_store(folder, backend=backend, sync=False, low_memory=True,
                            max_size_bytes=None, recovery="fail", read_only=True)
     except StoreOpenError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -101,7 +152,15 @@ def stats(storage: Path | None) -> int:
     finally:
         store.close()
     now = time.time() * 1000
-    print(f"store {folder}: {snapshot.message_count} messages, {snapshot.size_bytes} bytes")
+    if as_json:
+        print(json.dumps({"source": str(folder), "store_bytes": snapshot.size_bytes,
+                          "messages": snapshot.message_count, "queues": [
+                              {"endpoint": q.queue.endpoint, "priority": q.queue.priority, "length": q.length,
+                               "oldest_age_seconds": None if q.oldest_enqueued_ms is None
+                               else round((now - q.oldest_enqueued_ms) / 1000, 3), "bytes": q.bytes}
+                              for q in snapshot.queues]}, indent=2))
+        return EXIT_OK
+    print(f"stopped hub, store {folder}: {snapshot.message_count} messages, {snapshot.size_bytes} bytes")
     print(f"{'endpoint':<48} {'priority':>10} {'length':>9} {'oldest age s':>13} {'bytes':>12}")
     for queue in snapshot.queues:
         age = "-" if queue.oldest_enqueued_ms is None else f"{(now - queue.oldest_enqueued_ms) / 1000:.1f}"

@@ -11,9 +11,9 @@ import binascii
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from edgehub.auth.authorize import EDGE_HUB_MODULE
 from edgehub.auth.identities import IdentitySpec
@@ -34,6 +34,8 @@ from edgehub.errors import ConfigError
 from edgehub.message import Identity
 from edgehub.routing.spec import RouteSpec
 from edgehub.store.base import DEFAULT_PRIORITY
+from edgehub.twins.document import check_document
+from edgehub.twins.port import TwinError
 
 DEFAULT_TIME_TO_LIVE_SECS: Final = 7200
 """edgeHub's default ``storeAndForwardConfiguration.timeToLiveSecs``."""
@@ -65,6 +67,12 @@ class HubConfig:
     source: str
     schema_version: str = "1.1"
     warnings: tuple[tuple[str, str], ...] = ()
+    module_desired: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    identity_desired: Mapping[Identity, dict[str, Any]] = field(default_factory=dict)
+    """``identities[].desiredProperties``: desired properties of any identity, by identity."""
+    """Module id → its twin's desired properties, from a whole manifest's
+    ``modulesContent.{module}["properties.desired"]`` ($edgeAgent and $edgeHub excluded:
+    the hub's own desired properties are this config)."""
 
 
 def default_config() -> HubConfig:
@@ -138,7 +146,9 @@ def parse_config(document: object, source: str, base_dir: Path | None = None) ->
         )
         raise ConfigError(report.problems)
     parsed = _desired_properties(desired, desired_path, in_manifest=desired is not root, report=report)
+    module_desired = _module_desired(root, report) if desired is not root else {}
     identities = _identities(root.get("identities"), "identities", base_dir, report)
+    identity_desired = _identity_desired(root.get("identities"), "identities", report)
     if report.problems:
         raise ConfigError(report.problems)
     schema_version, routes, time_to_live_secs, max_store_size_bytes = parsed
@@ -150,6 +160,8 @@ def parse_config(document: object, source: str, base_dir: Path | None = None) ->
         source=source,
         schema_version=schema_version,
         warnings=tuple(report.warnings),
+        module_desired=module_desired,
+        identity_desired=identity_desired,
     )
 
 
@@ -197,6 +209,63 @@ def _manifest_desired_properties(root: Mapping[str, object], report: Report) -> 
         report.problem(desired_path, "missing: $edgeHub has no desired properties")
         return None
     return json_object(hub["properties.desired"], desired_path, report)
+
+
+_SYSTEM_MODULES: Final = ("$edgeAgent", "$edgeHub")
+
+
+def _identity_desired(value: object, path: str, report: Report) -> dict[Identity, dict[str, Any]]:
+    """Each identity's ``desiredProperties``: the twin a cloud registry would hold for it (a parent
+    hub serves them to the identities below a child hub); checked against IoT Hub's twin bounds."""
+    found: dict[Identity, dict[str, Any]] = {}
+    if not isinstance(value, list):
+        return found  # reported by _identities
+    for index, entry in enumerate(value):
+        if not isinstance(entry, Mapping) or "desiredProperties" not in entry:
+            continue
+        device, module = entry.get("deviceId"), entry.get("moduleId")
+        if not isinstance(device, str) or not (module is None or isinstance(module, str)):
+            continue  # reported by _identities
+        location = child_path(f"{path}[{index}]", "desiredProperties")
+        try:
+            found[Identity(device, module)] = check_document(entry["desiredProperties"], "desired")
+        except TwinError as error:
+            report.problem(location, error.reason)
+    return found
+
+
+def _module_desired(root: Mapping[str, object], report: Report) -> dict[str, dict[str, Any]]:
+    """Every other module's ``properties.desired``, checked against IoT Hub's twin bounds.
+
+    A module without desired properties gets none (an empty twin); a bad document is a
+    problem at its JSON path with IoT Hub's reason.
+    """
+    key = _manifest_content_key(root)
+    content = root.get(key)
+    if not isinstance(content, Mapping):
+        return {}  # reported by _manifest_desired_properties
+    found: dict[str, dict[str, Any]] = {}
+    for module_id, twin in content.items():
+        if module_id in _SYSTEM_MODULES:
+            continue
+        module_path = child_path(key, module_id)
+        if (problem := identity_id_problem(module_id)) is not None:
+            report.problem(module_path, f"not a module id: {problem}")
+            continue
+        twin_obj = json_object(twin, module_path, report)
+        if twin_obj is None:
+            continue
+        desired_path = child_path(module_path, "properties.desired")
+        for other in twin_obj:
+            if other != "properties.desired":
+                report.warn(child_path(module_path, other), "ignored: only properties.desired is read")
+        if "properties.desired" not in twin_obj:
+            continue
+        try:
+            found[module_id] = check_document(twin_obj["properties.desired"], "desired")
+        except TwinError as error:
+            report.problem(desired_path, error.reason)
+    return found
 
 
 _Desired = tuple[str, list[RouteSpec], int, int | None]
@@ -371,7 +440,8 @@ def _size_limit(value: object, path: str, report: Report) -> int | None:
 
 # --- identities -------------------------------------------------------------------------------------
 
-_IDENTITY_KEYS: Final = ("deviceId", "moduleId", "primaryKey", "secondaryKey", "x509Thumbprint", "x509CaFile")
+_IDENTITY_KEYS: Final = ("deviceId", "moduleId", "primaryKey", "secondaryKey", "x509Thumbprint", "x509CaFile",
+                         "desiredProperties")
 _CREDENTIAL_KEYS: Final = ("primaryKey", "x509Thumbprint", "x509CaFile")
 _KEY_NAMES: Final = ("primaryKey", "secondaryKey")
 _THUMBPRINT: Final = re.compile(r"(?:[0-9a-f]{40}|[0-9a-f]{64})")

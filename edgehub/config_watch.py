@@ -40,6 +40,7 @@ class ConfigWatcher:
         interval_secs: float = 2.0,
         validate: Callable[[HubConfig], object] | None = None,
         current: HubConfig | None = None,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         if interval_secs <= 0:
             raise ValueError(f"interval_secs must be positive (got {interval_secs})")
@@ -49,6 +50,7 @@ class ConfigWatcher:
         self._interval_secs = interval_secs
         self._validate = validate
         self._current = current
+        self._on_refused = on_refused
         self._digest: bytes | None = None if current is not None else self._digest_now()
         self._read_problem: str | None = None
 
@@ -106,12 +108,17 @@ class ConfigWatcher:
                 self._validate(config)
         except ConfigError as exc:
             problems = "; ".join(f"{location}: {reason}" for location, reason in exc.problems)
-            log.warning("config file %s refused, keeping the current config: %s", self._path, problems)
+            self._refused(problems)
             return None
         except EdgeHubError as exc:  # e.g. RouteSyntaxError from the validate hook
-            log.warning("config file %s refused, keeping the current config: %s", self._path, exc)
+            self._refused(str(exc))
             return None
         return config
+
+    def _refused(self, reason: str) -> None:
+        log.warning("config file %s refused, keeping the current config: %s", self._path, reason)
+        if self._on_refused is not None:
+            self._on_refused(reason)
 
     def _note_read_problem(self, exc: OSError) -> None:
         """Warn once per distinct problem, not on every poll."""

@@ -12,11 +12,9 @@ import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
-from prometheus_client import start_http_server
-
-from edgehub import metrics
+from edgehub import __version__, metrics
 from edgehub.auth.registry import IdentityRegistry
 from edgehub.clock import Clock, SystemClock, now_ms
 from edgehub.config_file import HubConfig, default_config, load_config_file
@@ -34,7 +32,18 @@ from edgehub.store.base import Delivery, IngestItem, QueuedMessage, QueueKey, St
 from edgehub.store.group_commit import GroupCommitter
 from edgehub.store.open import open_store
 from edgehub.tls import ensure_dev_certificates, server_ssl_context
+from edgehub.twins.edgehub_twin import EdgeHubReported, VersionInfo
+from edgehub.twins.gateway import TwinGateway
+from edgehub.twins.methods import MethodRouter
+from edgehub.twins.notification import twin_change_message
+from edgehub.twins.port import JsonObject, TwinError
+from edgehub.twins.service import TwinService
 from edgehub.upstream.factory import create_upstream
+from edgehub.upstream.twin_sync import UpstreamTwins
+
+if TYPE_CHECKING:  # imported where used: a disabled head is never imported
+    from edgehub.heads.mqtt.head import MqttHead
+    from edgehub.probe_server import ProbeServer
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +52,10 @@ LOCAL_BATCH_SIZE: Final = 100
 """Messages per send to a local client; the session's in-flight window bounds what is on the wire."""
 LOCAL_IN_FLIGHT_BATCHES: Final = 2
 """Two batches per local endpoint in flight, so the next is on the wire while PUBACKs of the last return."""
+HUB_TWIN_FLUSH_SECS: Final = 1.0
+"""How often client connects and disconnects are written to the ``$edgeHub`` reported properties
+(coalesced: a connection storm is one write a second, not one per client)."""
+EDGE_HUB_MODULE: Final = "$edgeHub"
 
 
 class StandaloneUpstream:
@@ -128,6 +141,15 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
         self.listening: list[str] = []
+        # Twins and direct methods (IoT Hub's device twin and direct method model, served locally).
+        self.hub_identity = Identity(settings.edge_device_id, EDGE_HUB_MODULE)
+        self.twin_service = TwinService(store, on_reported=self._on_reported)
+        self.twins = TwinGateway(self.twin_service, MethodRouter(self.clock))
+        self._hub_twin = EdgeHubReported(self.hub_identity, VersionInfo(__version__))
+        self._hub_twin_patch: JsonObject = {}
+        self._hub_twin_dirty = asyncio.Event()
+        self._desired_version = 0
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- HubPort -----------------------------------------------------------------
 
@@ -152,10 +174,10 @@ class Hub:
                 deliveries_of[id(plan)] = deliveries
             items.append(IngestItem(stamped, deliveries))
         if unrouted:
-            metrics.MESSAGES_DROPPED.labels("no_route", "").inc(unrouted)
+            metrics.MESSAGES_DROPPED.labels("no_route", "", "").inc(unrouted)
         if items:
             await self.committer.append(items)
-        metrics.MESSAGE_PROCESS_DURATION.observe(self.clock.monotonic() - started)
+        metrics.INGEST_DURATION.observe(self.clock.monotonic() - started)
         touched = {d.queue for deliveries in deliveries_of.values() for d in deliveries}
         for queue in touched:
             self._pump_for(queue.endpoint).notify(queue.priority)
@@ -172,6 +194,18 @@ class Hub:
         await self.committer.append(items)
         self._pump_for(endpoint).notify(queue.priority)
 
+    # -- ClientPresence: the $edgeHub twin's clients --------------------------------------------
+
+    def client_connected(self, identity: Identity) -> None:
+        self._hub_twin_change(self._hub_twin.client_connected(identity, self.clock.time()))
+
+    def client_disconnected(self, identity: Identity) -> None:
+        self._hub_twin_change(self._hub_twin.client_disconnected(identity, self.clock.time()))
+
+    def config_refused(self, reason: str) -> None:
+        """A new config file was refused: say so in ``lastDesiredStatus`` too (400, as edgeHub)."""
+        self._hub_twin_change(self._hub_twin.desired_applied(self._desired_version + 1, 400, reason[:512]))
+
     def attach(self, identity: Identity, link: ClientLink) -> None:
         self.directory.attach(identity, link)
 
@@ -187,6 +221,9 @@ class Hub:
         for queue in self.store.queues():
             self._pump_for(queue.endpoint).notify(queue.priority)
         self._tasks.append(asyncio.create_task(self._cleanup_loop(), name="ttl-cleanup"))
+        self._hub_twin_change(self._hub_twin.started())
+        self._apply_desired(self.config)
+        self._tasks.append(asyncio.create_task(self._hub_twin_loop(), name="edgehub-twin"))
         if self.upstream is not None:
             await self.upstream.start(self)
         for head in self.heads:
@@ -207,9 +244,12 @@ class Hub:
             await _collect(pump.stop(), errors)
         if self.upstream is not None:
             await _collect(self.upstream.stop(), errors)
+        self._write_hub_twin()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         await _collect(self.committer.close(), errors)
         try:
             self.store.close()
@@ -223,9 +263,62 @@ class Hub:
         self._routes = build_route_table(config)
         self.registry = build_registry(self.settings, config)
         self.config = config
+        self._apply_desired(config)
         log.info("config reloaded from %s: %d routes", config.source, len(config.routes))
 
     # -- internals ---------------------------------------------------------------
+
+    def _apply_desired(self, config: HubConfig) -> None:
+        """The manifest's desired properties of each module (connected ones get the difference),
+        and ``lastDesiredVersion``/``lastDesiredStatus`` of the hub's own twin."""
+        wanted = {Identity(self.settings.edge_device_id, m): d for m, d in config.module_desired.items()}
+        wanted.update(config.identity_desired)
+        for identity, desired in wanted.items():
+            try:
+                self.twin_service.set_desired(identity, desired)
+            except TwinError as exc:
+                log.warning("desired properties of %s not applied: %s", identity, exc.reason)
+        self._desired_version += 1
+        self._hub_twin_change(self._hub_twin.desired_applied(self._desired_version, 200))
+
+    def _on_reported(self, identity: Identity, patch: JsonObject, version: int) -> None:
+        """A durable reported-properties change becomes a twin change notification for routes."""
+        if identity == self.hub_identity:
+            return
+        message = twin_change_message(identity, patch, version, edge_device_id=self.settings.edge_device_id)
+        task = asyncio.get_running_loop().create_task(self._ingest_notification(message))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _ingest_notification(self, message: Message) -> None:
+        try:
+            await self.ingest([message])
+        except Exception as exc:  # noqa: BLE001 - a lost notification must not fail the PATCH already stored
+            log.warning("twin change notification not stored: %s", exc)
+
+    def _hub_twin_change(self, patch: JsonObject | None) -> None:
+        if patch is None:
+            return
+        self._hub_twin_patch = _merge_patches(self._hub_twin_patch, patch)
+        self._hub_twin_dirty.set()
+
+    async def _hub_twin_loop(self) -> None:
+        while True:
+            await self._hub_twin_dirty.wait()
+            self._write_hub_twin()
+            await self.clock.sleep(HUB_TWIN_FLUSH_SECS)
+
+    def _write_hub_twin(self) -> None:
+        patch, self._hub_twin_patch = self._hub_twin_patch, {}
+        self._hub_twin_dirty.clear()
+        if not patch:
+            return
+        try:
+            self.twin_service.update_reported(self.hub_identity, patch)
+        except Exception:
+            log.exception("the hub's own reported properties could not be written")
+            return
+        self.twins.upstream.reported_changed()
 
     def _pump_for(self, endpoint_name: str) -> EndpointPump:
         pump = self._pumps.get(endpoint_name)
@@ -253,8 +346,8 @@ class Hub:
             except Exception:
                 log.exception("TTL cleanup failed; retrying in %ss", interval)
                 continue
-            for queue, count in dropped.items():
-                metrics.MESSAGES_DROPPED.labels("ttl", queue.endpoint).inc(count)
+            # edgeHub's reason; the store counts expiries per queue, not per sender.
+            metrics.MESSAGES_DROPPED.labels("ttl_expiry", "", "").inc(sum(dropped.values()))
             self._publish_store_gauges()
 
     def _publish_store_gauges(self) -> None:
@@ -262,6 +355,18 @@ class Hub:
         metrics.STORE_SIZE.set(self.store.size_bytes())
         for queue, length in self.store.queue_lengths().items():
             metrics.QUEUE_LENGTH.labels(queue.endpoint, str(queue.priority)).set(length)
+
+
+def _merge_patches(first: JsonObject, second: JsonObject) -> JsonObject:
+    """One patch with the effect of ``first`` then ``second`` (JSON merge patch; null kept)."""
+    merged = dict(first)
+    for key, value in second.items():
+        previous = merged.get(key)
+        if isinstance(value, dict) and isinstance(previous, dict):
+            merged[key] = _merge_patches(previous, value)
+        else:
+            merged[key] = value
+    return merged
 
 
 async def _collect(awaitable: Awaitable[object], errors: list[BaseException]) -> None:
@@ -273,36 +378,79 @@ async def _collect(awaitable: Awaitable[object], errors: list[BaseException]) ->
 
 
 
-class HubAssembly:
-    """Everything ``edgehub run`` starts: the hub, its config watcher and the metrics listener."""
+class HubStatus:
+    """The hub as the probes see it (edgehub.status.StatusSource).
 
-    def __init__(self, hub: Hub, config_path: Path | None) -> None:
+    Ready: the store is open (between HubAssembly start and stop) and every head is bound
+    (its ``bound`` property; a head without one counts as bound once the hub serves).
+    Stats come from the store's in-memory counters plus one read of each non-empty queue's
+    head for the oldest age: never a walk of the store.
+    """
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.serving = False
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        heads = {head.name: {"bound": bool(getattr(head, "bound", self.serving))} for head in self.hub.heads}
+        ready = self.serving and all(part["bound"] for part in heads.values())
+        return ready, {"store": {"open": self.serving}, "heads": heads}
+
+    def stats(self) -> dict[str, Any]:
+        store = self.hub.store
+        connected = int(metrics.sample_value("edgehub_connected_clients"))
+        if not self.serving:
+            return {"serving": False, "queues": [], "store_bytes": 0, "connected_clients": connected}
+        now = now_ms(self.hub.clock)
+        queues: list[dict[str, Any]] = []
+        for queue, length in sorted(store.queue_lengths().items()):
+            oldest = store.read(queue, -1, 1, now) if length else []
+            age = round((now - oldest[0].message.enqueued_ms) / 1000, 3) if oldest else None
+            queues.append({"endpoint": queue.endpoint, "priority": queue.priority, "length": length,
+                           "oldest_age_seconds": age})
+        return {"serving": True, "queues": queues, "store_bytes": store.size_bytes(),
+                "connected_clients": connected}
+
+
+class HubAssembly:
+    """Everything ``edgehub run`` starts: the hub, its config watcher and the metrics listener
+    (the HTTP head's plain site when that head is on, else the minimal edgehub.probe_server)."""
+
+    def __init__(self, hub: Hub, config_path: Path | None, status: HubStatus | None = None) -> None:
         self.hub = hub
         self.config_path = config_path
+        self.status = status or HubStatus(hub)
         self._watch_task: asyncio.Task[None] | None = None
-        self._metrics_server: object | None = None
+        self._probe_server: ProbeServer | None = None
+        self._probe_port = 0
 
     async def start(self) -> None:
         settings = self.hub.settings
         await self.hub.start()
+        self.status.serving = True
         if self.config_path is not None:
             watcher = ConfigWatcher(
                 self.config_path, self.hub.apply_config, self.hub.clock,
                 validate=validate_config(settings),
                 current=self.hub.config,
+                on_refused=self.hub.config_refused,
             )
             self._watch_task = asyncio.create_task(watcher.run(), name="config-watch")
-        if settings.metrics_port:
-            self._metrics_server, _ = start_http_server(settings.metrics_port, registry=metrics.REGISTRY)
+        if settings.metrics_port and not any(head.name == "http" for head in self.hub.heads):
+            from edgehub.probe_server import start_probe_server
+
+            self._probe_server, self._probe_port = await start_probe_server(
+                self.status, "0.0.0.0", settings.metrics_port,
+            )
 
     async def stop(self) -> None:
+        self.status.serving = False
+        if self._probe_server is not None:
+            await self._probe_server.stop()
         if self._watch_task is not None:
             self._watch_task.cancel()
             await asyncio.gather(self._watch_task, return_exceptions=True)
         await self.hub.stop()
-        server = self._metrics_server
-        if server is not None:
-            server.shutdown()  # type: ignore[attr-defined]  # wsgiref server from prometheus_client
 
     def describe(self) -> list[str]:
         settings = self.hub.settings
@@ -313,8 +461,8 @@ class HubAssembly:
         memory = "" if settings.optimize_for_performance else ", low-memory mode"
         lines = [f"store: {location} ({backend}{sync}{memory})"]
         lines += self.hub.listening
-        if settings.metrics_port:
-            lines.append(f"metrics: http://0.0.0.0:{settings.metrics_port}/metrics")
+        if self._probe_port:
+            lines.append(f"metrics: http://0.0.0.0:{self._probe_port}/metrics (also /health, /ready, /stats)")
         upstream = self.hub.upstream
         if upstream is None:
             lines.append("upstream: standalone (no EdgeHubConnectionString; $upstream messages wait)")
@@ -349,28 +497,53 @@ def server_tls(settings: Settings, config: HubConfig) -> ssl.SSLContext:
     return server_ssl_context(cert, key, settings.trust_bundle_file, extra_client_ca_files=ca_files)
 
 
-def build_heads(settings: Settings, config: HubConfig, hub: Hub) -> list[Head]:
-    """The enabled heads; a disabled head is neither imported nor bound (DESIGN §4)."""
-    heads: list[Head] = []
-    if settings.mqtt.enabled:
-        from edgehub.heads.credentials import RegistryAuthenticator
-        from edgehub.heads.mqtt.head import MqttHead, MqttHeadConfig
+def build_heads(
+    settings: Settings, config: HubConfig, hub: Hub, status: HubStatus | None = None,
+) -> list[Head]:
+    """The enabled heads; a disabled head is neither imported nor bound (DESIGN §4).
 
-        auth = RegistryAuthenticator(
-            lambda: hub.registry, hub.clock, client_cert_auth=settings.client_cert_auth_enabled,
-            generic_topics=settings.mqtt.generic_topics,
+    MQTT over WebSocket belongs to the HTTP head: with ``mqttSettings__enabled=false`` and
+    the HTTP head on, the HTTP head runs an MQTT server without TCP listeners of its own.
+    """
+    heads: list[Head] = []
+    tls = server_tls(settings, config) if settings.mqtt.enabled or settings.http.enabled else None
+    mqtt_head = _mqtt_head(settings, hub, tls, tcp=True) if settings.mqtt.enabled and tls else None
+    if mqtt_head is not None:
+        heads.append(mqtt_head)
+    if settings.http.enabled and tls is not None:
+        from edgehub.heads.http.auth import HttpAuthenticator
+        from edgehub.heads.http.head import HttpHead, HttpHeadConfig
+
+        http_config = HttpHeadConfig(
+            host="0.0.0.0", port=settings.http.port, metrics_port=settings.metrics_port,
+            max_message_size=settings.max_message_size_bytes, edge_device_id=settings.edge_device_id,
         )
-        head_config = MqttHeadConfig(
-            host="0.0.0.0", tls_port=settings.mqtt.port, plain_port=settings.mqtt.plain_port,
-            max_message_size=settings.max_message_size_bytes,
-            max_connected_clients=settings.max_connected_clients,
-            low_memory=not settings.optimize_for_performance,
-        )
-        heads.append(MqttHead(head_config, auth, server_tls(settings, config), hub.clock))
-    for name, enabled in (("amqp", settings.amqp.enabled), ("http", settings.http.enabled)):
-        if enabled:
-            log.info("%s head is not part of this version yet; %sSettings__enabled has no effect", name, name)
+        heads.append(HttpHead(
+            http_config, authenticator=HttpAuthenticator(lambda: hub.registry, hub.clock.time),
+            ssl_context=tls, status=status or HubStatus(hub),
+            mqtt=mqtt_head or _mqtt_head(settings, hub, tls, tcp=False), owns_mqtt=mqtt_head is None,
+            clock=hub.clock, methods=hub.twins,
+        ))
+    if settings.amqp.enabled:
+        log.info("amqp head is not part of this version yet; amqpSettings__enabled has no effect")
     return heads
+
+
+def _mqtt_head(settings: Settings, hub: Hub, tls: ssl.SSLContext, *, tcp: bool) -> MqttHead:
+    from edgehub.heads.credentials import RegistryAuthenticator
+    from edgehub.heads.mqtt.head import MqttHead, MqttHeadConfig
+
+    auth = RegistryAuthenticator(
+        lambda: hub.registry, hub.clock, client_cert_auth=settings.client_cert_auth_enabled,
+        generic_topics=settings.mqtt.generic_topics,
+    )
+    head_config = MqttHeadConfig(
+        host="0.0.0.0", tls_port=settings.mqtt.port, plain_port=settings.mqtt.plain_port,
+        max_message_size=settings.max_message_size_bytes,
+        max_connected_clients=settings.max_connected_clients,
+        low_memory=not settings.optimize_for_performance, tcp=tcp,
+    )
+    return MqttHead(head_config, auth, tls, hub.clock, twins=hub.twins, methods=hub.twins, presence=hub)
 
 
 def validate_config(settings: Settings) -> Callable[[HubConfig], None]:
@@ -387,6 +560,7 @@ def assemble(settings: Settings, config_path: Path | None, *, clock: Clock | Non
     """Load and validate the config, open the store, build heads. ConfigError / StoreOpenError."""
     config = load_config_file(config_path) if config_path is not None else default_config()
     validate_config(settings)(config)
+    metrics.set_common_labels(settings.iothub_hostname, settings.edge_device_id)
     store = open_store(
         store_folder(settings.storage_folder),
         backend=settings.store_backend,
@@ -396,10 +570,19 @@ def assemble(settings: Settings, config_path: Path | None, *, clock: Clock | Non
         recovery=settings.store_recovery,
     )
     hub = Hub(settings, config, store, clock=clock)
-    hub.upstream = create_upstream(settings, hub.clock)
+    upstream = create_upstream(settings, hub.clock)
+    if upstream is not None:
+        # A parent edge hub holds the twins of every identity below this hub (edgeHub's nested
+        # dialect); a cloud IoT hub only this hub's own on this connection.
+        sync = UpstreamTwins(upstream.config.identity, hub.clock, hub.twin_service, hub.twins,
+                             multiplexed=not upstream.config.is_iot_hub)
+        upstream.twins = sync
+        hub.twins.upstream = sync
+    hub.upstream = upstream
+    status = HubStatus(hub)
     try:
-        hub.heads = build_heads(settings, config, hub)
+        hub.heads = build_heads(settings, config, hub, status)
     except Exception:
         store.close()
         raise
-    return HubAssembly(hub, config_path)
+    return HubAssembly(hub, config_path, status)

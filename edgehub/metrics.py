@@ -1,52 +1,371 @@
-"""Prometheus metrics of the hub, named as DESIGN.md §4 (prefix ``edgehub_``).
+"""Prometheus metrics of the hub with edgeHub's names and labels (Azure/iotedge doc/BuiltInMetrics.md).
 
-Definitions only; the HTTP listener lives in the hub. Nothing here may import hub parts.
+Owns the definitions, the common labels ``iothub``, ``edge_device``, ``instance_number`` and the
+text exposition; it imports no hub part and does no I/O (the listeners serve ``exposition()``).
+
+Every metric is defined without the common labels and gets them at scrape time, so they are
+bound once (``set_common_labels`` at hub start) and no hot path passes them. Durations and
+sizes are summaries, as in edgeHub: ``_count``, ``_sum`` and the quantiles 0.5, 0.9, 0.95,
+0.99, 0.999 and 0.9999 over the last ``SUMMARY_WINDOW`` observations of each label set.
+Counting is aggregated per batch (one ``inc`` per distinct label set of a batch), and callers
+cache the ``labels()`` children they use per message.
 """
 
 from __future__ import annotations
 
+import math
+import threading
+import uuid
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
 
-REGISTRY: Final = CollectorRegistry(auto_describe=True)
+from edgehub.message import Message, SystemProperty
+
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # edgeHub has no *_created
+
+COMMON_LABELS: Final = ("iothub", "edge_device", "instance_number")
+QUANTILES: Final = (0.5, 0.9, 0.95, 0.99, 0.999, 0.9999)
+"""edgeHub's summary quantiles."""
+SUMMARY_WINDOW: Final = 512
+"""Observations per label set the quantiles are computed over."""
+UPSTREAM_TARGET: Final = "upstream"
+"""``to`` of messages sent to ``$upstream``, as edgeHub labels them."""
+
+_common: dict[str, str] = {"iothub": "", "edge_device": "", "instance_number": str(uuid.uuid4())}
+
+
+def set_common_labels(iothub: str, edge_device: str, instance_number: str | None = None) -> None:
+    """Bind the labels every metric carries. ``instance_number`` is a fresh GUID per run
+    (edgeHub: "on restart, all metrics will be reset; this Guid makes it easier to reconcile")."""
+    _common["iothub"] = iothub
+    _common["edge_device"] = edge_device
+    if instance_number is not None:
+        _common["instance_number"] = instance_number
+
+
+def common_labels() -> dict[str, str]:
+    return dict(_common)
+
+
+class Summary:
+    """A summary with quantiles over a sliding window (prometheus_client's has no quantiles).
+
+    Observed on the event loop thread; scraped from anywhere (a lock guards the window copy).
+    """
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = (),
+                 registry: CollectorRegistry | None = None) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], SummaryChild] = {}
+        self._lock = threading.Lock()
+        if not self.labelnames:
+            self._children[()] = SummaryChild(self._lock)
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, *values: str, **by_name: str) -> SummaryChild:
+        key = tuple(by_name[n] for n in self.labelnames) if by_name else tuple(values)
+        if len(key) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {key}")
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = SummaryChild(self._lock)
+        return child
+
+    def observe(self, value: float) -> None:
+        """For a summary without labels."""
+        self._children[()].observe(value)
+
+    def describe(self) -> list[Metric]:
+        return [Metric(self.name, self.documentation, "summary")]
+
+    def collect(self) -> list[Metric]:
+        metric = Metric(self.name, self.documentation, "summary")
+        for key, child in list(self._children.items()):
+            labels = dict(zip(self.labelnames, key, strict=True))
+            count, total, window = child.snapshot()
+            for quantile, value in zip(QUANTILES, _quantiles(window), strict=True):
+                metric.add_sample(self.name, {**labels, "quantile": str(quantile)}, value)
+            metric.add_sample(self.name + "_sum", labels, total)
+            metric.add_sample(self.name + "_count", labels, count)
+        return [metric]
+
+
+class SummaryChild:
+    __slots__ = ("_lock", "count", "sum", "window")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self.count = 0
+        self.sum = 0.0
+        self.window: deque[float] = deque(maxlen=SUMMARY_WINDOW)
+
+    def observe(self, value: float) -> None:
+        self.count += 1
+        self.sum += value
+        self.window.append(value)
+
+    def observe_all(self, values: Sequence[float]) -> None:
+        """Many observations at once (a batch): one call instead of one per message."""
+        self.count += len(values)
+        self.sum += sum(values)
+        self.window.extend(values)
+
+    def snapshot(self) -> tuple[int, float, list[float]]:
+        with self._lock:
+            return self.count, self.sum, list(self.window)
+
+
+def _quantiles(window: list[float]) -> Iterator[float]:
+    if not window:
+        # edgeHub reports NaN when nothing was observed lately.
+        yield from (math.nan for _ in QUANTILES)
+        return
+    ordered = sorted(window)
+    last = len(ordered) - 1
+    for q in QUANTILES:
+        yield ordered[min(last, int(q * len(ordered)))]
+
+
+class _WithCommonLabels:
+    """The exposed collector: every metric of ``inner`` with the common labels added."""
+
+    def __init__(self, inner: CollectorRegistry) -> None:
+        self._inner = inner
+
+    def collect(self) -> Iterable[Metric]:
+        common = dict(_common)
+        for family in self._inner.collect():
+            metric = Metric(family.name, family.documentation, family.type, family.unit)
+            metric.samples = [
+                Sample(s.name, {**common, **s.labels}, s.value, s.timestamp, s.exemplar)
+                for s in family.samples
+            ]
+            yield metric
+
+
+INNER: Final = CollectorRegistry(auto_describe=True)
+"""The metrics as defined (no common labels): what tests read with ``sample_value``."""
+REGISTRY: Final = CollectorRegistry(auto_describe=False)
+"""What /metrics serves."""
+REGISTRY.register(_WithCommonLabels(INNER))
+
+
+def exposition() -> tuple[bytes, str]:
+    """The body and content type of a /metrics answer (Prometheus text format 0.0.4)."""
+    return prometheus_client.generate_latest(REGISTRY), prometheus_client.CONTENT_TYPE_LATEST
+
+
+def sample_value(name: str, labels: dict[str, str] | None = None) -> float:
+    """The current value of one sample (without the common labels), 0 when absent."""
+    return INNER.get_sample_value(name, labels or {}) or 0.0
+
+
+# --- messages -------------------------------------------------------------------------------------
 
 MESSAGES_RECEIVED: Final = Counter(
-    "edgehub_messages_received", "Messages accepted from clients (after the durable write).",
-    ["protocol"], registry=REGISTRY,
+    "edgehub_messages_received", "Total number of messages received from clients (after the durable write)",
+    ["id", "route_output"], registry=INNER,
 )
 MESSAGES_SENT: Final = Counter(
-    "edgehub_messages_sent", "Messages an endpoint confirmed.", ["endpoint"], registry=REGISTRY,
+    "edgehub_messages_sent", "Total number of messages sent to clients or upstream (confirmed)",
+    ["from", "to", "from_route_output", "to_route_input", "priority"], registry=INNER,
 )
 MESSAGES_DROPPED: Final = Counter(
-    "edgehub_messages_dropped", "Messages dropped before delivery (ttl, rejected, store_full, no_route).",
-    ["reason", "endpoint"], registry=REGISTRY,
+    "edgehub_messages_dropped",
+    "Total number of messages removed because of reason (no_route, ttl_expiry, rejected, "
+    "no_subscription, too_large_for_client)",
+    ["reason", "from", "from_route_output"], registry=INNER,
+)
+MESSAGES_UNACK: Final = Counter(
+    "edgehub_messages_unack", "Total number of messages not acknowledged to their client "
+    "(storage_failure, store_full)",
+    ["reason", "from", "from_route_output"], registry=INNER,
 )
 QUEUE_LENGTH: Final = Gauge(
-    "edgehub_queue_length", "Messages waiting per endpoint queue.", ["endpoint", "priority"],
-    registry=REGISTRY,
+    "edgehub_queue_length", "Current length of edgeHub's queue for a given priority",
+    ["endpoint", "priority"], registry=INNER,
 )
+MESSAGE_SIZE: Final = Summary(
+    "edgehub_message_size_bytes", "Message size from clients", ["id"], registry=INNER,
+)
+MESSAGE_PROCESS_DURATION: Final = Summary(
+    "edgehub_message_process_duration_seconds",
+    "Time taken to process a message from the queue (enqueued until its destination confirmed it)",
+    ["from", "to", "priority"], registry=INNER,
+)
+MESSAGE_SEND_DURATION: Final = Summary(
+    "edgehub_message_send_duration_seconds", "Time taken to send a message (one batch until confirmed)",
+    ["from", "to", "from_route_output", "to_route_input"], registry=INNER,
+)
+INGEST_DURATION: Final = Summary(
+    "edgehub_ingest_duration_seconds", "Routing and durable write of one ingested batch (not in edgeHub)",
+    registry=INNER,
+)
+
+# --- clients and connectivity ---------------------------------------------------------------------
+
 CONNECTED_CLIENTS: Final = Gauge(
-    "edgehub_connected_clients", "Clients connected to a protocol head.", ["protocol"], registry=REGISTRY,
+    "edgehub_connected_clients", "Current number of connected clients to edge hub", registry=INNER,
+)
+CLIENT_CONNECT_SUCCESS: Final = Counter(
+    "edgehub_client_connect_success",
+    "Total number of times individual client successfully connect to edgeHub", ["id"], registry=INNER,
+)
+CLIENT_CONNECT_FAILED: Final = Counter(
+    "edgehub_client_connect_failed", "Total number of times individual client failed to connect to edgeHub",
+    ["id", "reason"], registry=INNER,
+)
+CLIENT_DISCONNECT: Final = Counter(
+    "edgehub_client_disconnect", "Total number of times individual client disconnected from edgeHub",
+    ["id"], registry=INNER,
 )
 OFFLINE_COUNT: Final = Counter(
-    "edgehub_offline_count", "Times an endpoint or the upstream went offline.", ["endpoint"],
-    registry=REGISTRY,
+    "edgehub_offline_count", "Total number of times edgeHub went offline (lost its upstream)",
+    ["id"], registry=INNER,
 )
-OFFLINE_DURATION: Final = Histogram(
-    "edgehub_offline_duration_seconds", "How long an endpoint or the upstream stayed offline.",
-    ["endpoint"], registry=REGISTRY,
-    buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
+OFFLINE_DURATION: Final = Summary(
+    "edgehub_offline_duration_seconds", "Time edge hub was offline", ["id"], registry=INNER,
 )
-MESSAGE_PROCESS_DURATION: Final = Histogram(
-    "edgehub_message_process_duration_seconds", "Ingest to durable write, per batch.", registry=REGISTRY,
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+OPERATION_RETRY: Final = Counter(
+    "edgehub_operation_retry", "Total number of times edgeHub operations were retried",
+    ["id", "operation"], registry=INNER,
 )
-MESSAGE_SEND_DURATION: Final = Histogram(
-    "edgehub_message_send_duration_seconds", "Endpoint send of one batch until confirmed.",
-    ["endpoint"], registry=REGISTRY,
-    buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0),
+
+# --- twins and direct methods (updated by the twin and method core) ------------------------------
+
+GET_TWIN: Final = Counter(
+    "edgehub_gettwin", "Total number of GetTwin calls", ["source", "id"], registry=INNER,
 )
+GET_TWIN_DURATION: Final = Summary(
+    "edgehub_gettwin_duration_seconds", "Time taken for get twin operations", ["source", "id"],
+    registry=INNER,
+)
+REPORTED_PROPERTIES: Final = Counter(
+    "edgehub_reported_properties", "Total reported property updates calls", ["target", "id"],
+    registry=INNER,
+)
+REPORTED_PROPERTIES_DURATION: Final = Summary(
+    "edgehub_reported_properties_update_duration_seconds", "Time taken to update reported properties",
+    ["target", "id"], registry=INNER,
+)
+DIRECT_METHODS: Final = Counter(
+    "edgehub_direct_methods", "Total number of direct messages sent", ["from", "to"], registry=INNER,
+)
+DIRECT_METHOD_DURATION: Final = Summary(
+    "edgehub_direct_method_duration_seconds", "Time taken to resolve a direct method call",
+    ["from", "to"], registry=INNER,
+)
+
+# --- ours -----------------------------------------------------------------------------------------
+
 STORE_SIZE: Final = Gauge(
-    "edgehub_store_size_bytes", "Bytes counted against storeLimits.maxSizeBytes.", registry=REGISTRY,
+    "edgehub_store_size_bytes", "Bytes counted against storeLimits.maxSizeBytes (not in edgeHub)",
+    registry=INNER,
 )
+
+
+# --- batch helpers for the hot paths --------------------------------------------------------------
+
+_DEVICE: Final = SystemProperty.CONNECTION_DEVICE_ID
+_MODULE: Final = SystemProperty.CONNECTION_MODULE_ID
+_OUTPUT: Final = SystemProperty.OUTPUT_NAME
+
+_received_children: dict[tuple[str, str], tuple[prometheus_client.metrics.Counter, SummaryChild]] = {}
+
+
+def sender_of(message: Message) -> tuple[str, str]:
+    """(``from``/``id``, ``route_output``) of a message: its sender's id and output name."""
+    system = message.system_properties
+    device = system.get(_DEVICE, "")
+    module = system.get(_MODULE)
+    return (f"{device}/{module}" if module else device), system.get(_OUTPUT, "")
+
+
+def record_received(messages: Sequence[Message]) -> None:
+    """``messages_received_total`` and ``message_size_bytes`` for one durably ingested batch:
+    one increment per sender and output of the batch."""
+    sizes: dict[tuple[str | None, str | None, str | None], list[float]] = {}
+    for message in messages:
+        system = message.system_properties
+        key = (system.get(_DEVICE), system.get(_MODULE), system.get(_OUTPUT))
+        group = sizes.get(key)
+        if group is None:
+            sizes[key] = [len(message.body)]
+        else:
+            group.append(len(message.body))
+    for (device, module, output), group in sizes.items():
+        identity = f"{device or ''}/{module}" if module else (device or "")
+        children = _received_children.get((identity, output or ""))
+        if children is None:
+            children = (MESSAGES_RECEIVED.labels(identity, output or ""), MESSAGE_SIZE.labels(identity))
+            _received_children[(identity, output or "")] = children
+        children[0].inc(len(group))
+        children[1].observe_all(group)
+
+
+def record_unacked(reason: str, messages: Sequence[Message]) -> None:
+    """``messages_unack_total{reason}`` for a batch no client ack was sent for."""
+    counts: dict[tuple[str, str], int] = {}
+    for message in messages:
+        key = sender_of(message)
+        counts[key] = counts.get(key, 0) + 1
+    for (sender, output), count in counts.items():
+        MESSAGES_UNACK.labels(reason, sender, output).inc(count)
+
+
+def endpoint_target(endpoint: str) -> tuple[str, str]:
+    """(``to``, ``to_route_input``) of an endpoint queue name, as edgeHub labels them: the
+    module's id and its input, the device for devicebound, ``upstream`` for ``$upstream``."""
+    parts = endpoint.split("/")
+    if len(parts) == 5 and parts[1] == "modules" and parts[3] == "inputs":
+        device = _common["edge_device"]
+        return (f"{device}/{parts[2]}" if device else parts[2]), parts[4]
+    if len(parts) == 5 and parts[1] == "devices":
+        return parts[2], ""
+    if endpoint == "$upstream":
+        return UPSTREAM_TARGET, ""
+    return endpoint, ""
+
+
+class SentRecorder:
+    """``messages_sent_total``, ``message_send_duration_seconds`` and
+    ``message_process_duration_seconds`` of one endpoint, with its children cached."""
+
+    def __init__(self, endpoint: str) -> None:
+        self._to, self._to_input = endpoint_target(endpoint)
+        self._children: dict[tuple[str, str, int], tuple[
+            prometheus_client.metrics.Counter, SummaryChild, SummaryChild]] = {}
+
+    def record(self, priority: int, messages: Sequence[Message], send_seconds: float, now_ms: int) -> None:
+        """``messages`` were confirmed by the endpoint after ``send_seconds``; one increment per
+        sender and output of the batch, and each message's time since it was enqueued."""
+        waits: dict[tuple[str, str], list[float]] = {}
+        for message in messages:
+            key = sender_of(message)
+            wait = (now_ms - message.enqueued_ms) / 1000
+            group = waits.get(key)
+            if group is None:
+                waits[key] = [wait]
+            else:
+                group.append(wait)
+        for (sender, output), group in waits.items():
+            children = self._children.get((sender, output, priority))
+            if children is None:
+                children = (
+                    MESSAGES_SENT.labels(sender, self._to, output, self._to_input, str(priority)),
+                    MESSAGE_SEND_DURATION.labels(sender, self._to, output, self._to_input),
+                    MESSAGE_PROCESS_DURATION.labels(sender, self._to, str(priority)),
+                )
+                self._children[(sender, output, priority)] = children
+            children[0].inc(len(group))
+            children[1].observe(send_seconds)
+            children[2].observe_all(group)

@@ -30,14 +30,24 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def write_config(path: Path, routes: Mapping[str, object], identities: Sequence[Mapping[str, str]],
-                 ttl_secs: int = 7200) -> Path:
-    document = {
+def write_config(path: Path, routes: Mapping[str, object], identities: Sequence[Mapping[str, object]],
+                 ttl_secs: int = 7200, module_desired: Mapping[str, Mapping[str, object]] | None = None,
+                 store_limit_bytes: int | None = None) -> Path:
+    """edgeHub desired properties with ``identities``; with ``module_desired`` a whole deployment
+    manifest whose modules carry those desired properties."""
+    hub_desired = {
         "schemaVersion": "1.1",
         "routes": dict(routes),
-        "storeAndForwardConfiguration": {"timeToLiveSecs": ttl_secs},
-        "identities": list(identities),
+        "storeAndForwardConfiguration": {"timeToLiveSecs": ttl_secs}
+        | ({"storeLimits": {"maxSizeBytes": store_limit_bytes}} if store_limit_bytes is not None else {}),
     }
+    document: dict[str, object]
+    if module_desired is None:
+        document = {**hub_desired, "identities": list(identities)}
+    else:
+        content: dict[str, object] = {"$edgeHub": {"properties.desired": hub_desired}}
+        content.update({m: {"properties.desired": dict(d)} for m, d in module_desired.items()})
+        document = {"modulesContent": content, "identities": list(identities)}
     path.write_text(json.dumps(document, indent=2))
     return path
 

@@ -523,3 +523,35 @@ def test_any_valid_schema_1_1_document_keeps_every_route_as_written(routes: dict
         written = entry if isinstance(entry, dict) else {}
         assert route.priority == written.get("priority", DEFAULT_PRIORITY)
         assert route.time_to_live_secs == written.get("timeToLiveSecs", 0)
+
+
+# --- module twins' desired properties ---------------------------------------------------------------
+
+
+def test_manifest_gives_each_module_its_desired_properties() -> None:
+    document = manifest(desired())
+    document["modulesContent"]["filter"] = {"properties.desired": {"threshold": 10, "$version": 3}}
+    document["modulesContent"]["empty"] = {}
+    config = parse_config(document, "m.json")
+    assert config.module_desired == {"filter": {"threshold": 10}}
+    assert parse_config(desired(), "d.json").module_desired == {}
+
+
+def test_module_desired_properties_over_the_twin_bounds_are_a_problem_at_their_path() -> None:
+    document = manifest(desired())
+    document["modulesContent"]["filter"] = {"properties.desired": {"bad key": 1}}
+    document["modulesContent"]["big"] = {"properties.desired": {"s": "x" * 5000}}
+    problems = problems_of(document)
+    assert [location for location, _ in problems] == [
+        'modulesContent.filter["properties.desired"]', 'modulesContent.big["properties.desired"]',
+    ]
+    assert "invalid character" in problems[0][1]
+    assert "over 4096" in problems[1][1]
+
+
+def test_module_twin_entry_must_be_an_object_with_a_module_id() -> None:
+    document = manifest(desired())
+    document["modulesContent"]["filter"] = []
+    document["modulesContent"]["bad/id"] = {"properties.desired": {}}
+    locations = [location for location, _ in problems_of(document)]
+    assert locations == ["modulesContent.filter", 'modulesContent["bad/id"]']

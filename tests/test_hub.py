@@ -110,10 +110,10 @@ async def test_a_message_no_route_matches_is_not_stored_and_is_counted(
 ) -> None:
     hub = make_hub(config({"r": "FROM /messages/modules/filter/* INTO $upstream"}))
     await hub.start()
-    before = metrics.MESSAGES_DROPPED.labels("no_route", "")._value.get()
+    before = metrics.MESSAGES_DROPPED.labels("no_route", "", "")._value.get()
     await hub.ingest([Message(b"device telemetry", {}, SENSOR)])
     assert hub.store.stats().message_count == 0
-    assert metrics.MESSAGES_DROPPED.labels("no_route", "")._value.get() == before + 1
+    assert metrics.MESSAGES_DROPPED.labels("no_route", "", "")._value.get() == before + 1
 
 
 async def test_one_message_for_two_endpoints_is_stored_once_with_two_refs(

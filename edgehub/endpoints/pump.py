@@ -20,13 +20,7 @@ from edgehub.endpoints.backoff import Backoff
 from edgehub.endpoints.base import Endpoint, SendResult, Unsubscribe
 from edgehub.errors import EndpointUnavailable, StoreError
 from edgehub.message import MessageId
-from edgehub.metrics import (
-    MESSAGE_SEND_DURATION,
-    MESSAGES_DROPPED,
-    MESSAGES_SENT,
-    OFFLINE_COUNT,
-    OFFLINE_DURATION,
-)
+from edgehub.metrics import MESSAGES_DROPPED, OPERATION_RETRY, SentRecorder, sender_of
 from edgehub.store.base import DEFAULT_PRIORITY, QueuedMessage, QueueKey, Store
 
 log = logging.getLogger(__name__)
@@ -115,12 +109,12 @@ class EndpointPump:
     Never spins: when idle it waits for ``notify``; after a failure it waits
     for the backoff or ``on_reachable`` (invariant 7), whichever comes first.
 
-    Metrics updated here: ``edgehub_messages_sent_total{endpoint}`` (counted once
-    per message, when its checkpoint is written),
-    ``edgehub_messages_dropped_total{reason="rejected"}``,
-    ``edgehub_message_send_duration_seconds``, ``edgehub_offline_count_total`` and
-    ``edgehub_offline_duration_seconds``. ``edgehub_queue_length`` is left to the
-    hub, which sees appends and store stats.
+    Metrics updated here (edgeHub's names): ``edgehub_messages_sent_total`` (counted
+    once per message, when its checkpoint is written, per sender and output),
+    ``edgehub_message_send_duration_seconds``, ``edgehub_message_process_duration_seconds``
+    (enqueued until confirmed), ``edgehub_messages_dropped_total{reason="rejected"}`` and
+    ``edgehub_operation_retry_total{operation="send"}`` (one per backoff). Going offline
+    is the upstream link's metric; ``edgehub_queue_length`` is left to the hub.
     """
 
     def __init__(
@@ -166,9 +160,8 @@ class EndpointPump:
         self._state = PumpState.NEW
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Unsubscribe | None = None
-        self._sent = MESSAGES_SENT.labels(endpoint=self._name)
-        self._rejected = MESSAGES_DROPPED.labels(reason="rejected", endpoint=self._name)
-        self._send_duration = MESSAGE_SEND_DURATION.labels(endpoint=self._name)
+        self._sent = SentRecorder(self._name)
+        self._retries = OPERATION_RETRY.labels(id=self._name, operation="send")
 
     @property
     def endpoint(self) -> Endpoint:
@@ -326,15 +319,17 @@ class EndpointPump:
             if not self._checkpoint(cursor, batch.messages[covered - 1].id):
                 self._fall_short(cursor, failed=True)
                 return
-            self._sent.inc(delivered)
+            if delivered:
+                self._sent.record(
+                    cursor.key.priority, [m.message for m in batch.messages[:delivered]],
+                    self._clock.monotonic() - batch.started, now_ms(self._clock),
+                )
             if rejected:
-                self._rejected.inc()
+                MESSAGES_DROPPED.labels("rejected", *sender_of(batch.messages[delivered].message)).inc()
                 log.warning(
                     "endpoint %s rejected message %d; dropped", self._name, batch.messages[delivered].id
                 )
             self._progressed()
-        if delivered:
-            self._send_duration.observe(self._clock.monotonic() - batch.started)
         if covered < count:
             # Short of the whole batch: re-read after the checkpoint. Without any
             # progress at all it counts as a failure and backs off.
@@ -360,7 +355,6 @@ class EndpointPump:
     def _went_offline(self) -> None:
         if self._offline_since is None:
             self._offline_since = self._clock.monotonic()
-            OFFLINE_COUNT.labels(endpoint=self._name).inc()
             log.warning("endpoint %s unavailable; retrying with backoff", self._name)
 
     def _progressed(self) -> None:
@@ -368,7 +362,6 @@ class EndpointPump:
         if self._offline_since is not None:
             offline = self._clock.monotonic() - self._offline_since
             self._offline_since = None
-            OFFLINE_DURATION.labels(endpoint=self._name).observe(offline)
             log.info("endpoint %s delivering again after %.1f s", self._name, offline)
 
     def _end_drain(self) -> bool:
@@ -383,6 +376,7 @@ class EndpointPump:
 
     async def _back_off(self) -> None:
         delay = self._backoff.next_delay()
+        self._retries.inc()
         if self._resume.is_set():
             return  # reachable again since the failed send started: retry at once
         self._state = PumpState.BACKING_OFF

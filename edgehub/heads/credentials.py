@@ -15,6 +15,7 @@ from edgehub.clock import Clock
 from edgehub.errors import AuthError
 from edgehub.heads.mqtt.policy import Authenticated, ConnectRequest
 from edgehub.message import Identity
+from edgehub.metrics import CLIENT_CONNECT_FAILED
 
 
 class RegistryAuthenticator:
@@ -46,7 +47,11 @@ class RegistryAuthenticator:
 
     def __call__(self, request: ConnectRequest) -> Authenticated:
         now = self._clock.time()
-        result = self.authenticate(request, now)
+        try:
+            result = self.authenticate(request, now)
+        except AuthError:
+            CLIENT_CONNECT_FAILED.labels(request.client_id, "not_authenticated").inc()
+            raise
         valid_for = None if result.expires_at is None else result.expires_at - now
         return Authenticated(result.identity, valid_for)
 

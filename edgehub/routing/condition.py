@@ -89,12 +89,17 @@ class RouteCondition:
 
     __slots__ = ("_compiled", "evaluator", "expression", "text", "uses_body")
 
-    def __init__(self, expression: Expression, text: str = "", *, source: str | None = None) -> None:
+    def __init__(
+        self, expression: Expression, text: str = "", *,
+        source: str | None = None, twin_changes: bool = False,
+    ) -> None:
         """Type-check and compile ``expression``; ``source`` is the text its positions
-        refer to (the whole route), ``text`` the condition as written (default: printed)."""
+        refer to (the whole route), ``text`` the condition as written (default: printed).
+        ``twin_changes``: the route takes ``/twinChangeNotifications``, so TWIN_CHANGE_INCLUDES
+        is allowed (edgeHub: only there)."""
         self.expression = expression
         self.text = text or to_text(expression)
-        compiler = _Compiler(self.text if source is None else source)
+        compiler = _Compiler(self.text if source is None else source, twin_changes=twin_changes)
         self._compiled = compiler.compile(expression)
         self.uses_body = compiler.uses_body
         self.evaluator: Evaluator = self._compiled.evaluator()
@@ -128,8 +133,9 @@ def parse_condition(text: str) -> RouteCondition:
 
 
 class _Compiler:
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, *, twin_changes: bool = False) -> None:
         self.source = source
+        self.twin_changes = twin_changes
         self.uses_body = False
 
     def fail(self, reason: str, position: int) -> RouteSyntaxError:
@@ -239,6 +245,8 @@ class _Compiler:
         return _or(remaining)  # edgeHub: null OR x is x
 
     def call(self, node: Call) -> _Compiled:
+        if self.twin_changes and node.name.lower() == TWIN_CHANGE_INCLUDES:
+            return self.twin_change_includes(node)
         arguments = [self.compile(argument) for argument in node.arguments]
         types = tuple(argument.type for argument in arguments)
         overload = functions.resolve(node.name, types)
@@ -251,6 +259,37 @@ class _Compiler:
             accepted = " or ".join(functions.signatures(node.name))
             raise self.fail(f"invalid arguments {given}; expected {accepted}", node.position)
         return _fold(overload.result, overload.run, *arguments)
+
+    def twin_change_includes(self, node: Call) -> _Compiled:
+        """``TWIN_CHANGE_INCLUDES(properties.reported.a.b)``: true when the notification's body
+        holds the path with a non-null value, false when it does not, undefined when the body
+        is not JSON (edgeHub Routing.Core TwinChangeIncludes; TwinChangeJsonPathValidator)."""
+        argument = node.arguments[0] if len(node.arguments) == 1 else None
+        if not isinstance(argument, AppProperty):  # edgeHub takes the argument's text as a JSON path
+            reason = f"{node.name.upper()} takes one path such as properties.reported.name"
+            raise self.fail(reason, node.position)
+        path = argument.name
+        steps = parse_body_path(path)
+        if steps is None or any(index is not None for _, index in steps) or not path.lower().startswith(
+            TWIN_CHANGE_PREFIXES
+        ):
+            prefixes = ", ".join(f"'{prefix}'" for prefix in TWIN_CHANGE_PREFIXES)
+            raise self.fail(f"'{path}' is not supported. Supported prefixes: {prefixes}", node.position)
+        self.uses_body = True
+
+        def run(view: MessageView) -> Value:
+            body = view.body()
+            if body is None:
+                return UNDEFINED
+            value = read_body_path(body, steps)
+            return value is not UNDEFINED and value is not None
+
+        return _Compiled(ValueType.BOOL, run)
+
+
+TWIN_CHANGE_INCLUDES: Final = "twin_change_includes"
+TWIN_CHANGE_PREFIXES: Final = ("properties.reported.", "properties.desired.", "tags.")
+"""Paths TWIN_CHANGE_INCLUDES accepts (edgeHub TwinChangeJsonPathValidator, case-insensitive)."""
 
 
 def _comparable(left: ValueType, right: ValueType) -> bool:

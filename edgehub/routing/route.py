@@ -19,14 +19,21 @@ from edgehub.routing.spec import RouteSpec
 UPSTREAM: Final = "$upstream"
 BROKERED_ENDPOINT: Final = "BrokeredEndpoint"
 MAX_PRIORITY: Final = 9
+TWIN_CHANGE_SOURCE: Final = "/twinChangeNotifications/"
+"""edgeHub's TwinChangeEventMessageSource: reported-property changes of local clients."""
+MESSAGE_TYPE: Final = "messageType"
+TWIN_CHANGE_MESSAGE_TYPE: Final = "twinChangeNotification"
+"""System property ``messageType`` with this value (case-insensitive) makes a message a twin
+change notification (edgeHub RoutingMessageConverter.GetMessageSource; Core Constants)."""
 
 
 @dataclass(frozen=True, slots=True)
 class RouteSource:
     """``FROM`` path. As edgeHub, it is a case-insensitive prefix of the message's source:
     ``/messages/`` for device telemetry, ``/messages/modules/{m}/`` for a module output
-    without a name, ``/messages/modules/{m}/outputs/{o}/`` with one. So ``/*`` and
-    ``/messages/*`` take every message, ``/messages/modules/*`` every module output,
+    without a name, ``/messages/modules/{m}/outputs/{o}/`` with one, ``/twinChangeNotifications/``
+    for reported-property changes. So ``/*`` takes every message and notification,
+    ``/messages/*`` every message, ``/messages/modules/*`` every module output,
     ``/messages/modules/{m}/*`` all of module m, ``.../outputs/*`` m's named outputs.
     """
 
@@ -47,12 +54,24 @@ class RouteSource:
         """Does a message from ``module_id`` (None: a device) on ``output_name`` come from here?"""
         return message_source(module_id, output_name).lower().startswith(self.prefix)
 
+    def matches_source(self, source: str) -> bool:
+        """Does a message whose source is ``source`` (see ``message_source``) come from here?"""
+        return source.lower().startswith(self.prefix)
+
+    @property
+    def is_twin_changes(self) -> bool:
+        """True for ``/twinChangeNotifications`` (where TWIN_CHANGE_INCLUDES may be used)."""
+        return self.prefix.startswith(TWIN_CHANGE_SOURCE.lower())
+
     def __str__(self) -> str:
         return self.path
 
 
-def message_source(module_id: str | None, output_name: str | None) -> str:
-    """edgeHub's message source of a message (RoutingMessageConverter.GetMessageSource)."""
+def message_source(module_id: str | None, output_name: str | None, *, twin_change: bool = False) -> str:
+    """edgeHub's message source of a message (RoutingMessageConverter.GetMessageSource):
+    a twin change notification first, whoever sent it, then module outputs, then telemetry."""
+    if twin_change:
+        return TWIN_CHANGE_SOURCE
     if not module_id:
         return "/messages/"
     if not output_name:
@@ -109,10 +128,12 @@ def parse_route(
     """Parse and compile one route's text; raises RouteSyntaxError (0-based position)."""
     syntax = parse_route_syntax(text)
     endpoint = _endpoint(syntax.sink_function, syntax.sink, syntax.sink_position, text)
+    source = RouteSource.parse(syntax.source)
     condition = None
     if syntax.condition is not None:
-        condition = RouteCondition(syntax.condition, syntax.condition_text, source=text)
-    source = RouteSource.parse(syntax.source)
+        condition = RouteCondition(
+            syntax.condition, syntax.condition_text, source=text, twin_changes=source.is_twin_changes,
+        )
     return Route(name, text, source, condition, endpoint, priority, time_to_live_secs)
 
 

@@ -12,7 +12,14 @@ from typing import Final
 
 from edgehub.message import Message, SystemProperty
 from edgehub.routing.condition import Evaluator
-from edgehub.routing.route import Route, compile_routes
+from edgehub.routing.route import (
+    MESSAGE_TYPE,
+    TWIN_CHANGE_MESSAGE_TYPE,
+    TWIN_CHANGE_SOURCE,
+    Route,
+    compile_routes,
+    message_source,
+)
 from edgehub.routing.values import MessageView
 
 __all__ = ["RouteMatch", "Router", "compile_routes"]
@@ -77,9 +84,17 @@ class Router:
 
     def match(self, message: Message) -> tuple[RouteMatch, ...]:
         system = message.system_properties
-        module_id = system.get(SystemProperty.CONNECTION_MODULE_ID) or None
-        # edgeHub: a device message's source is /messages whatever its outputName says
-        output_name = (system.get(SystemProperty.OUTPUT_NAME) or None) if module_id else None
+        message_type = system.get(MESSAGE_TYPE)
+        module_id: str | None
+        output_name: str | None
+        if message_type is not None and message_type.lower() == _TWIN_CHANGE_TYPE:
+            # edgeHub: a twin change notification's source is /twinChangeNotifications, though
+            # it carries connectionModuleId $edgeHub; (None, source) is no device's key.
+            module_id, output_name = None, TWIN_CHANGE_SOURCE
+        else:
+            module_id = system.get(SystemProperty.CONNECTION_MODULE_ID) or None
+            # edgeHub: a device message's source is /messages whatever its outputName says
+            output_name = (system.get(SystemProperty.OUTPUT_NAME) or None) if module_id else None
         plan = self._plans.get((module_id, output_name))
         if plan is None:
             plan = self._plan(module_id, output_name)
@@ -101,8 +116,12 @@ class Router:
     def _plan(self, module_id: str | None, output_name: str | None) -> _SourcePlan:
         fixed: dict[str, tuple[_RouteKey, RouteMatch]] = {}
         conditional: list[tuple[Evaluator, RouteMatch, _RouteKey]] = []
+        if module_id is None and output_name == TWIN_CHANGE_SOURCE:
+            source = message_source(None, None, twin_change=True)
+        else:
+            source = message_source(module_id, output_name)
         for index, route, evaluate in self._live:
-            if not route.source.matches(module_id, output_name):
+            if not route.source.matches_source(source):
                 continue
             endpoint = route.endpoint.address
             key = (route.priority, index)
@@ -130,6 +149,8 @@ class Router:
         self._plans[(module_id, output_name)] = plan
         return plan
 
+
+_TWIN_CHANGE_TYPE: Final = TWIN_CHANGE_MESSAGE_TYPE.lower()
 
 _NO_VIEW: Final = MessageView(Message(b""))
 """Evaluates constant conditions, which read nothing from the message."""

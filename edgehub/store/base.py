@@ -120,6 +120,22 @@ class Store(Protocol):
         """Bytes the store counts against ``storeLimits.maxSizeBytes``."""
         ...
 
+    def get_twin(self, key: str) -> bytes | None:
+        """The twin record under ``key`` (an identity id; edgehub.twins owns the bytes), or None."""
+        ...
+
+    def put_twin(self, key: str, value: bytes) -> None:
+        """Store one twin record in ONE atomic write (fsynced when sync writes are on)."""
+        ...
+
+    def delete_twin(self, key: str) -> None:
+        """Remove the twin record under ``key``; no-op when absent."""
+        ...
+
+    def twin_keys(self) -> list[str]:
+        """Every key holding a twin record, sorted."""
+        ...
+
     def close(self) -> None:
         """Flush and close; idempotent."""
         ...

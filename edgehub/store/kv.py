@@ -17,7 +17,10 @@ QUEUES: Final = 1
 CHECKPOINTS: Final = 2
 EXPIRY: Final = 3
 META: Final = 4
-TABLE_NAMES: Final = ("messages", "queues", "checkpoints", "expiry", "meta")
+TWINS: Final = 5
+"""Twin records (edgehub.twins): identity id → JSON; added after format 1, so an older
+store opens without it (see edgehub.store.records)."""
+TABLE_NAMES: Final = ("messages", "queues", "checkpoints", "expiry", "meta", "twins")
 
 
 class StoreCorruptError(StoreOpenError):
@@ -38,8 +41,9 @@ class WriteBatch:
     __slots__ = ("deletes", "puts")
 
     def __init__(self) -> None:
-        self.puts: tuple[list[tuple[bytes, bytes]], ...] = ([], [], [], [], [])
-        self.deletes: tuple[list[bytes], ...] = ([], [], [], [], [])
+        # One list per table, written out: this runs for every group-commit batch.
+        self.puts: tuple[list[tuple[bytes, bytes]], ...] = ([], [], [], [], [], [])
+        self.deletes: tuple[list[bytes], ...] = ([], [], [], [], [], [])
 
     def put(self, table: int, key: bytes, value: bytes) -> None:
         self.puts[table].append((key, value))

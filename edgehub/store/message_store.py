@@ -21,6 +21,7 @@ from edgehub.store.kv import (
     MESSAGES,
     META,
     QUEUES,
+    TWINS,
     KeyValue,
     StoreCorruptError,
     WriteBatch,
@@ -451,6 +452,32 @@ class MessageStore:
         for expiry in {expiry for _, expiry in refs if previous < expiry <= upto}:
             batch.delete(EXPIRY, EXPIRY_KEY.pack(expiry, message_id))
 
+    # -- twins --------------------------------------------------------------------
+
+    def get_twin(self, key: str) -> bytes | None:
+        """The twin record stored under ``key`` (an identity id), or None."""
+        return self._kv.get(TWINS, _twin_key(key))
+
+    def put_twin(self, key: str, value: bytes) -> None:
+        """Store one twin record: one atomic write (fsynced with ``storeSyncWrites``)."""
+        batch = WriteBatch()
+        batch.put(TWINS, _twin_key(key), value)
+        with self._lock:
+            self._check_writable()
+            self._kv.write(batch, sync=self._sync)
+
+    def delete_twin(self, key: str) -> None:
+        """Forget the twin record under ``key`` (no-op when there is none)."""
+        batch = WriteBatch()
+        batch.delete(TWINS, _twin_key(key))
+        with self._lock:
+            self._check_writable()
+            self._kv.write(batch, sync=self._sync)
+
+    def twin_keys(self) -> list[str]:
+        """Every key with a twin record, sorted (by UTF-8 bytes)."""
+        return [key.decode() for key, _ in scan_all(self._kv, TWINS, b"", b"\xff")]
+
     # -- views --------------------------------------------------------------------
 
     def queues(self) -> list[QueueKey]:
@@ -498,3 +525,9 @@ class MessageStore:
                 return
             self._closed = True
             self._kv.close()
+
+
+def _twin_key(key: str) -> bytes:
+    if not key:
+        raise ValueError("a twin key must not be empty")
+    return key.encode()  # UTF-8 never holds 0xff, so every key sorts below twin_keys' bound

@@ -17,6 +17,13 @@ Layouts (all integers big-endian, so keys sort as numbers):
 - checkpoints: ``prefix`` → last delivered id u64
 - expiry: ``expiry u64 ‖ id u64`` → ``record size u32`` ‖ the record up to the
   end of its refs, so expiry runs and reopen never read bodies
+- twins: ``identity id utf-8`` → the twin record (JSON; edgehub.twins.service owns it)
+
+The twins table was added without a format bump: it is additive (the message layouts
+did not change), a store without it opens and gets it (RocksDB creates the missing
+column family, SQLite the missing table; read-only opens read it as empty). A hub from
+before twins refuses a RocksDB store that has the family (RocksDB wants every family
+opened) with a plain open error, never a quarantine; on SQLite it ignores the table.
 """
 
 from __future__ import annotations

@@ -127,12 +127,23 @@ class RocksKeyValue:
         }
         access = AccessType.read_only(False) if read_only else AccessType.read_write()
         try:
+            if read_only:
+                # A store written before a table existed (twins) lacks its family; read-only
+                # opens what is there and reads the missing table as empty. Read-write
+                # creates missing families (create_missing_column_families).
+                present = set(Rdict.list_cf(str(path), Options(raw_mode=True)))
+                families = {name: options for name, options in families.items() if name in present}
             self._db: Rdict | None = Rdict(
                 str(path), _db_options(self.tuning, cache, create=create and not read_only),
                 column_families=families, access_type=access,
             )
-            self._tables = tuple(self._db.get_column_family(name) for name in TABLE_NAMES)
-            self._handles = tuple(self._db.get_column_family_handle(name) for name in TABLE_NAMES)
+            db = self._db
+            self._tables = tuple(
+                db.get_column_family(name) if name in families else None for name in TABLE_NAMES
+            )
+            self._handles = tuple(
+                db.get_column_family_handle(name) if name in families else None for name in TABLE_NAMES
+            )
         except Exception as exc:  # rocksdict raises bare Exception with RocksDB's status text
             raise _open_error(path, exc) from exc
         self._sync_write = WriteOptions()
@@ -140,24 +151,35 @@ class RocksKeyValue:
         self._async_write = WriteOptions()
 
     def get(self, table: int, key: bytes) -> bytes | None:
-        value: bytes | None = self._tables[table].get(key)
+        family = self._tables[table]
+        if family is None:
+            return None
+        value: bytes | None = family.get(key)
         return value
 
     def multi_get(self, table: int, keys: list[bytes]) -> list[bytes | None]:
+        family = self._tables[table]
         if not keys:
             return []
-        values = self._tables[table].get(keys)  # type: ignore[arg-type]  # stub's key list is invariant
+        if family is None:
+            return [None] * len(keys)
+        values = family.get(keys)  # type: ignore[arg-type]  # stub's key list is invariant
         return cast("list[bytes | None]", values)
 
     def scan(self, table: int, start: bytes, stop: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        family = self._tables[table]
+        if family is None:
+            return []
         bounds = ReadOptions()
         bounds.set_iterate_upper_bound(stop)
-        rows = self._tables[table].items(from_key=start, read_opt=bounds)
+        rows = family.items(from_key=start, read_opt=bounds)
         return list(itertools.islice(rows, limit))  # type: ignore[arg-type]  # raw mode: bytes pairs
 
     def write(self, batch: WriteBatch, *, sync: bool) -> None:
         rocks = RocksWriteBatch(raw_mode=True)
         handles = self._handles
+        if self._db is None or None in handles:  # closed, or read-only without every family
+            raise StoreError(f"store at {self.path} is closed or read-only")
         for table, deletes in enumerate(batch.deletes):
             handle = handles[table]
             for key in deletes:
@@ -166,8 +188,6 @@ class RocksKeyValue:
             handle = handles[table]
             for key, value in puts:
                 rocks.put(key, value, handle)
-        if self._db is None:
-            raise StoreError(f"store at {self.path} is closed")
         try:
             self._db.write(rocks, self._sync_write if sync else self._async_write)
         except Exception as exc:  # rocksdict raises bare Exception with RocksDB's status text
@@ -175,7 +195,8 @@ class RocksKeyValue:
 
     def property(self, table: int, name: str) -> int | None:
         """A RocksDB integer property of one family (e.g. ``rocksdb.block-cache-capacity``)."""
-        return self._tables[table].property_int_value(name)
+        family = self._tables[table]
+        return None if family is None else family.property_int_value(name)
 
     def disk_bytes(self) -> int:
         return sum(entry.stat().st_size for entry in os.scandir(self.path) if entry.is_file())

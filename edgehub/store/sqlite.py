@@ -97,9 +97,13 @@ class SqliteKeyValue:
             self._reader = self._connect(f"file:{path}?mode=ro", cache_kib)
             self._reader.execute("PRAGMA query_only=1")
             self._reader.execute(f"SELECT count(*) FROM {TABLE_NAMES[0]}").fetchall()
+            # Read-only on a store written before a table existed (twins): read it as empty.
+            tables = self._reader.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            present = {row[0] for row in tables}
         except sqlite3.Error as exc:
             self.close()
             raise _open_error(path, exc) from exc
+        self._absent = frozenset(table for table, name in enumerate(TABLE_NAMES) if name not in present)
         self._synchronous = "NORMAL"
         self._get = tuple(f"SELECT v FROM {name} WHERE k = ?" for name in TABLE_NAMES)
         self._scan = tuple(
@@ -121,6 +125,8 @@ class SqliteKeyValue:
         return self._reader
 
     def get(self, table: int, key: bytes) -> bytes | None:
+        if table in self._absent:
+            return None
         arg: bytes | int = int.from_bytes(key, "big") if table == MESSAGES else key
         with self._read_lock:
             row = self._read().execute(self._get[table], (arg,)).fetchone()
@@ -129,6 +135,8 @@ class SqliteKeyValue:
     def multi_get(self, table: int, keys: list[bytes]) -> list[bytes | None]:
         if not keys:
             return []
+        if table in self._absent:
+            return [None] * len(keys)
         args: list[bytes] | list[int] = keys
         if table == MESSAGES:
             args = [int.from_bytes(key, "big") for key in keys]
@@ -143,6 +151,8 @@ class SqliteKeyValue:
         return [found.get(arg) for arg in args]
 
     def scan(self, table: int, start: bytes, stop: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        if table in self._absent:
+            return []
         if table == MESSAGES:
             with self._read_lock:
                 rows = self._read().execute(

@@ -355,6 +355,58 @@ class StoreConformance:
         with pytest.raises(StoreOpenError, match="newer"):
             self.open()
 
+    # -- twins ----------------------------------------------------------------------
+
+    def test_twin_record_round_trips_and_is_overwritten(self) -> None:
+        store = self.open()
+        assert store.get_twin("edge/filter") is None
+        store.put_twin("edge/filter", b'{"reported":1}')
+        store.put_twin("sensör 1", "ünï".encode())
+        assert store.get_twin("edge/filter") == b'{"reported":1}'
+        store.put_twin("edge/filter", b'{"reported":2}')
+        assert store.get_twin("edge/filter") == b'{"reported":2}'
+        assert store.get_twin("sensör 1") == "ünï".encode()
+        assert store.twin_keys() == sorted(["edge/filter", "sensör 1"])
+
+    def test_twin_records_do_not_touch_messages_or_the_size_limit(self) -> None:
+        store = self.open(max_size_bytes=2000)
+        store.put_twin("edge/$edgeHub", b"x" * 5000)
+        assert store.size_bytes() == 0
+        assert store.message_count() == 0
+        store.append([item(b"m", to(UPSTREAM))])
+        assert bodies(store, UPSTREAM) == [b"m"]
+
+    def test_deleted_twin_is_gone_and_deleting_nothing_is_fine(self) -> None:
+        store = self.open()
+        store.put_twin("d1", b"{}")
+        store.delete_twin("d1")
+        store.delete_twin("never")
+        assert store.get_twin("d1") is None
+        assert store.twin_keys() == []
+
+    def test_twin_records_survive_reopen(self) -> None:
+        if not self.reopens:
+            pytest.skip("this backend keeps nothing across close")
+        store = self.open()
+        store.put_twin("edge/filter", b'{"v":1}')
+        store.put_twin("edge/filter", b'{"v":2}')
+        store.append([item(b"m", to(UPSTREAM))])
+        store = self.reopen(store)
+        assert store.get_twin("edge/filter") == b'{"v":2}'
+        assert store.twin_keys() == ["edge/filter"]
+        assert bodies(store, UPSTREAM) == [b"m"]
+
+    def test_closed_store_refuses_twin_writes(self) -> None:
+        store = self.open()
+        store.close()
+        with pytest.raises(StoreError, match="closed"):
+            store.put_twin("d1", b"{}")
+
+    def test_empty_twin_key_is_refused(self) -> None:
+        store = self.open()
+        with pytest.raises(ValueError, match="empty"):
+            store.put_twin("", b"{}")
+
     # -- views and lifecycle ---------------------------------------------------------
 
     def test_stats_report_each_queue(self) -> None:

@@ -18,6 +18,7 @@ from edgehub.endpoints.backoff import Backoff
 from edgehub.endpoints.base import Endpoint
 from edgehub.errors import AuthError, EndpointUnavailable, StoreFullError
 from edgehub.iothub.topics import devicebound_filter, module_inputs_filter
+from edgehub.iothub.twin_topics import PREFIX as TWIN_PREFIX
 from edgehub.metrics import MESSAGES_DROPPED, OFFLINE_COUNT, OFFLINE_DURATION
 from edgehub.upstream.config import SubscriptionScope, UpstreamConfig
 from edgehub.upstream.connection import (
@@ -31,6 +32,7 @@ from edgehub.upstream.credentials import SasToken
 from edgehub.upstream.endpoint import UPSTREAM_ENDPOINT, PublishChannel, UpstreamEndpoint
 from edgehub.upstream.port import DownstreamPort
 from edgehub.upstream.topics import DownstreamMessage, parse_downstream
+from edgehub.upstream.twin_sync import UpstreamTwins
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +110,14 @@ class MqttUpstream:
         self._received: asyncio.Queue[_Received] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._offline_since: float | None = None
-        self._offline_count = OFFLINE_COUNT.labels(endpoint=UPSTREAM_ENDPOINT)
-        self._offline_duration = OFFLINE_DURATION.labels(endpoint=UPSTREAM_ENDPOINT)
-        self._unroutable = MESSAGES_DROPPED.labels(reason="no_route", endpoint=UPSTREAM_ENDPOINT)
+        # edgeHub labels going offline with its own module id (``{device}/$edgeHub``).
+        self._offline_count = OFFLINE_COUNT.labels(id=str(config.identity))
+        self._offline_duration = OFFLINE_DURATION.labels(id=str(config.identity))
+        self._unroutable = MESSAGES_DROPPED.labels("no_route", UPSTREAM_ENDPOINT, "")
         self.connects = 0
         """Successful connects so far (the first, reconnects and token renewals)."""
+        self.twins: UpstreamTwins | None = None
+        """Twin and method traffic with the parent; the hub sets it before ``start``."""
 
     @property
     def connection(self) -> UpstreamConnection | None:
@@ -129,6 +134,8 @@ class MqttUpstream:
             asyncio.create_task(self._keep_connected(), name="upstream connection"),
             asyncio.create_task(self._store_downstream(hub), name="upstream downstream"),
         ]
+        if self.twins is not None:
+            self._tasks.append(asyncio.create_task(self.twins.run(), name="upstream twins"))
 
     async def stop(self) -> None:
         """Stop reconnecting and close the connection (DISCONNECT); idempotent.
@@ -139,6 +146,8 @@ class MqttUpstream:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.twins is not None:
+            await self.twins.stop()
         self.upstream_endpoint.detach()
         connection, self._connection = self._connection, None
         if connection is not None:
@@ -168,8 +177,12 @@ class MqttUpstream:
             self._came_online()
             self._connection = connection
             self.upstream_endpoint.attach(connection)
+            if self.twins is not None:
+                self.twins.connected(connection)
             reason = await self._serve(connection, token)
             self.upstream_endpoint.detach()
+            if self.twins is not None:
+                self.twins.disconnected()
             if reason is None:
                 await self._renew(connection)
                 continue
@@ -181,6 +194,10 @@ class MqttUpstream:
         token = self.config.credentials.token(self._clock.time())
 
         def received(publish: IncomingPublish) -> None:
+            twins = self.twins
+            twin_traffic = twins is not None and publish.topic.startswith(TWIN_PREFIX)
+            if twin_traffic and twins is not None and twins.on_publish(publish, connection):
+                return
             parsed = parse_downstream(publish.topic, publish.payload, self.config.local_device_id)
             self._received.put_nowait(_Received(connection, publish, parsed))
 

@@ -77,6 +77,14 @@ class DeploymentSpec:
     routes: Mapping[str, str]
     identities: Sequence[Identity]
     tls_port: int = 0
+    module_desired: Mapping[str, Mapping[str, object]] | None = None
+    """Desired properties per module id: the config becomes a whole deployment manifest."""
+    https_port: int | None = None
+    """Run the HTTP head on this port (the azure SDK's method invocation dials 443); None: off."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    """More hub settings (e.g. the metrics port); they win over the ones set here."""
+    store_limit_bytes: int | None = None
+    """``storeLimits.maxSizeBytes`` of the config; None: no limit."""
 
 
 @dataclass(frozen=True)
@@ -130,21 +138,24 @@ def require_free_port(port: int) -> None:
 def run_deployment(folder: Path, spec: DeploymentSpec) -> Iterator[Deployment]:
     """Start a hub with ``spec`` in ``folder``; on exit stop it and check that it stopped cleanly
     (exit 0) and logged no error while the clients used it."""
-    if spec.tls_port:
-        require_free_port(spec.tls_port)
+    for port in (spec.tls_port, spec.https_port):
+        if port:
+            require_free_port(port)
     keys = {identity: random_key() for identity in spec.identities}
     identities = [
         {"deviceId": i.device_id, "primaryKey": key} | ({"moduleId": i.module_id} if i.module_id else {})
         for i, key in keys.items()
     ]
-    config = write_config(folder / "config.json", spec.routes, identities)
+    config = write_config(folder / "config.json", spec.routes, identities, module_desired=spec.module_desired,
+                          store_limit_bytes=spec.store_limit_bytes)
     hub = HubProcess(folder, config, env={
         "mqttSettings__port": str(spec.tls_port),
         "mqttSettings__plainPort": "0",
         "EdgeDeviceId": EDGE_DEVICE,
         "IotHubHostName": HOST,
         "EdgeHubHostName": HOST,
-    })
+    } | ({"httpSettings__enabled": "true", "httpSettings__port": str(spec.https_port)}
+         if spec.https_port is not None else {}) | dict(spec.env))
     hub.start()
     try:
         tls_port = next(int(m.group(1)) for m in map(_TLS_LINE.match, hub.lines) if m is not None)

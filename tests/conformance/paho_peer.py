@@ -34,6 +34,8 @@ class PahoPeer:
     password: str | None = None
     persistent: bool = False
     """Keep the session: 3.1.1 Clean Session 0; MQTT 5 Clean Start 0 with a Session Expiry Interval."""
+    websocket_port: int | None = None
+    """Dial MQTT over WebSocket (TLS, /$iothub/websocket) on this HTTPS port instead of MQTT over TLS."""
     client: mqtt.Client = field(init=False)
     connack: ReasonCode | None = field(default=None, init=False)
     session_present: bool | None = field(default=None, init=False)
@@ -48,7 +50,10 @@ class PahoPeer:
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=self.identity.id, protocol=self.protocol,
             clean_session=None if v5 else not self.persistent,
+            transport="websockets" if self.websocket_port else "tcp",
         )
+        if self.websocket_port:
+            client.ws_set_options(path="/$iothub/websocket")
         client.username_pw_set(
             self.deployment.username(self.identity), self.password or self.deployment.password(self.identity)
         )
@@ -99,7 +104,8 @@ class PahoPeer:
             kwargs["clean_start"] = not self.persistent
             if self.persistent:
                 kwargs["properties"] = connect_properties(session_expiry_interval=SESSION_EXPIRY_SECS)
-        self.client.connect(self.deployment.host, self.deployment.tls_port, keepalive=30, **kwargs)
+        port = self.websocket_port or self.deployment.tls_port
+        self.client.connect(self.deployment.host, port, keepalive=30, **kwargs)
         wait_until([self], lambda: self.connack is not None or self.disconnected, "CONNACK")
         assert self.connack is not None, f"{self.identity}: connection closed before CONNACK"
         return self.connack

@@ -274,4 +274,4 @@ def metric(port: int, name: str, labels: Mapping[str, str] | None = None) -> flo
 
 def sent_upstream(metrics_port: int) -> float:
     """Messages the hub's ``$upstream`` confirmed delivered (PUBACKed by its parent)."""
-    return metric(metrics_port, "edgehub_messages_sent_total", {"endpoint": "$upstream"})
+    return metric(metrics_port, "edgehub_messages_sent_total", {"to": "upstream"})

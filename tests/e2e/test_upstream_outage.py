@@ -47,7 +47,7 @@ def plain_port(hub: HubProcess) -> int:
 
 
 def expired(metrics_port: int) -> float:
-    return metric(metrics_port, "edgehub_messages_dropped_total", {"reason": "ttl"})
+    return metric(metrics_port, "edgehub_messages_dropped_total", {"reason": "ttl_expiry"})
 
 
 def publish_all(devices: Sequence[Device], seqs: range) -> None:

@@ -19,7 +19,7 @@ from edgehub.endpoints.backoff import Backoff
 from edgehub.endpoints.base import SendResult
 from edgehub.endpoints.pump import EndpointPump, PumpState
 from edgehub.errors import StoreError
-from edgehub.metrics import REGISTRY
+from edgehub.metrics import INNER as REGISTRY
 from edgehub.store.base import DEFAULT_PRIORITY, QueueKey
 from edgehub.store.memory import MemoryStore
 from edgehub.testing.clock import FakeClock, settle
@@ -69,6 +69,10 @@ def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+SENT_UPSTREAM = {"from": "", "to": "upstream", "from_route_output": "", "to_route_input": "",
+                 "priority": str(DEFAULT_PRIORITY)}
+
+
 # -- order and checkpoints -----------------------------------------------------
 
 
@@ -96,11 +100,11 @@ async def test_batch_size_is_capped_by_the_endpoint(
 async def test_counts_sent_messages_once_per_checkpoint(
     make_pump: PumpFactory, store: MemoryStore, endpoint: FakeEndpoint
 ) -> None:
-    before = metric("edgehub_messages_sent_total", endpoint=UPSTREAM)
+    before = metric("edgehub_messages_sent_total", **SENT_UPSTREAM)
     enqueue(store, UPSTREAM, [b"m"] * 7)
     make_pump(batch_size=3)
     await settle()
-    assert metric("edgehub_messages_sent_total", endpoint=UPSTREAM) - before == 7
+    assert metric("edgehub_messages_sent_total", **SENT_UPSTREAM) - before == 7
 
 
 async def test_checkpoints_only_the_confirmed_prefix(
@@ -136,7 +140,7 @@ async def test_partial_success_resends_the_rest_without_backoff(
 async def test_rejected_message_is_dropped_counted_and_skipped(
     make_pump: PumpFactory, store: MemoryStore, endpoint: FakeEndpoint
 ) -> None:
-    labels = {"reason": "rejected", "endpoint": UPSTREAM}
+    labels = {"reason": "rejected", "from": "", "from_route_output": ""}
     before = metric("edgehub_messages_dropped_total", **labels)
     ids = enqueue(store, UPSTREAM, [b"m"] * 5)
     endpoint.outcomes.append(SendResult(2, rejected=True))
@@ -309,19 +313,19 @@ async def test_notify_does_not_cut_a_backoff_short(
     assert len(endpoint.calls) == 3
 
 
-async def test_offline_period_is_counted_once(
+async def test_each_retry_after_a_failed_send_is_counted(
     make_pump: PumpFactory, store: MemoryStore, endpoint: FakeEndpoint, clock: FakeClock
 ) -> None:
-    before = metric("edgehub_offline_count_total", endpoint=UPSTREAM)
-    durations = metric("edgehub_offline_duration_seconds_sum", endpoint=UPSTREAM)
+    labels = {"id": UPSTREAM, "operation": "send"}
+    before = metric("edgehub_operation_retry_total", **labels)
     enqueue(store, UPSTREAM, [b"a"])
     endpoint.available = False
     make_pump()
-    await clock.advance(7)
+    await clock.advance(1.5)  # failed at 0 and 1: two backoffs so far
     endpoint.become_reachable()
     await settle()
-    assert metric("edgehub_offline_count_total", endpoint=UPSTREAM) - before == 1
-    assert metric("edgehub_offline_duration_seconds_sum", endpoint=UPSTREAM) - durations == 7
+    assert endpoint.delivered_ids
+    assert metric("edgehub_operation_retry_total", **labels) - before == 2
 
 
 # -- time to live --------------------------------------------------------------

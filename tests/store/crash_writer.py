@@ -22,6 +22,9 @@ KEPT: Final = QueueKey("kept")
 DELIVERED: Final = QueueKey("delivered", 0)
 """Checkpointed and expired by the writer as it goes, so reclaim also runs when the kill lands."""
 PRODUCERS: Final = 8
+TWIN_KEY: Final = "edge/crash"
+"""Rewritten by the writer with a growing counter; the counter is reported after each write."""
+TWIN_REPORT: Final = b"twin"
 
 
 def body_of(label: str, size: int) -> bytes:
@@ -71,4 +74,13 @@ async def _write(folder: Path, backend: Literal["rocksdb", "sqlite"], sync: bool
             await committer.call(store.expire, now)
             await asyncio.sleep(0)
 
-    await asyncio.gather(*(produce(n) for n in range(PRODUCERS)), deliver())
+    async def write_twin() -> None:
+        found = store.get_twin(TWIN_KEY)
+        count = int(found) if found is not None else 0
+        while True:
+            count += 1
+            await committer.call(store.put_twin, TWIN_KEY, b"%d" % count)
+            out.send_bytes(b"%s %d\n" % (TWIN_REPORT, count))  # acked only after the write returned
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(produce(n) for n in range(PRODUCERS)), deliver(), write_twin())

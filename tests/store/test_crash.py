@@ -24,14 +24,18 @@ from edgehub.store.records import (
     U64,
     decode_queue_value,
 )
-from tests.store.crash_writer import DELIVERED, KEPT, digest, write_until_killed
+from tests.store.crash_writer import DELIVERED, KEPT, TWIN_KEY, TWIN_REPORT, digest, write_until_killed
 
 ROUNDS: Final = 50
 BUDGET_SECONDS: Final = 30.0
 
 
-def _collect(reader: Connection, reported: dict[int, bytes], until: float, *, first: bool = False) -> None:
-    """Read reports until ``until`` (or the first one, or the writer's end of the pipe)."""
+def _collect(
+    reader: Connection, reported: dict[int, bytes], until: float, *, first: bool = False,
+    twin: list[int] | None = None,
+) -> None:
+    """Read reports until ``until`` (or the first one, or the writer's end of the pipe);
+    twin counters go to ``twin``."""
     while (left := until - time.monotonic()) > 0 and reader.poll(left):
         try:
             chunk = reader.recv_bytes()
@@ -39,8 +43,12 @@ def _collect(reader: Connection, reported: dict[int, bytes], until: float, *, fi
             return
         for line in chunk.splitlines():
             message_id, _, body = line.partition(b" ")
+            if message_id == TWIN_REPORT:
+                if twin is not None:
+                    twin.append(int(body))
+                continue
             reported[int(message_id)] = body
-        if first:
+        if first and reported:  # the first message report (twin reports may come before it)
             return
 
 
@@ -95,19 +103,24 @@ def test_kill_at_a_random_moment_loses_no_acked_message(
         child.start()
         writer.close()
         reported: dict[int, bytes] = {}
-        _collect(reader, reported, time.monotonic() + 10, first=True)
+        twin_counts: list[int] = []
+        _collect(reader, reported, time.monotonic() + 10, first=True, twin=twin_counts)
         assert child.pid is not None
         assert reported, "the writer reported nothing within 10 s"
-        _collect(reader, reported, time.monotonic() + rng.uniform(0.0, 0.06))
+        _collect(reader, reported, time.monotonic() + rng.uniform(0.0, 0.06), twin=twin_counts)
         os.kill(child.pid, signal.SIGKILL)
         child.join(10)
         assert child.exitcode == -signal.SIGKILL
-        _collect(reader, reported, time.monotonic() + 1)  # what was written before the kill
+        _collect(reader, reported, time.monotonic() + 1, twin=twin_counts)  # written before the kill
         reader.close()
 
         store = open_store(folder, backend=backend)
         try:
             _assert_consistent(store)
+            stored_twin = store.get_twin(TWIN_KEY)
+            if twin_counts:  # an acked twin write is never lost, and the record is whole
+                assert stored_twin is not None, "an acked twin record was lost"
+                assert int(stored_twin) >= max(twin_counts), "an acked twin write was lost"
             assert min(reported) > last_id, "an id was handed out twice"
             found = _kept_bodies(store)
             lost = [message_id for message_id, body in reported.items() if found.get(message_id) != body]

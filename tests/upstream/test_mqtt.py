@@ -16,7 +16,7 @@ import pytest
 from edgehub.endpoints.backoff import Backoff
 from edgehub.errors import EndpointUnavailable, StoreFullError
 from edgehub.message import Identity, Message, SystemProperty
-from edgehub.metrics import REGISTRY
+from edgehub.metrics import INNER as REGISTRY
 from edgehub.plugins import UpstreamLink
 from edgehub.store.base import QueuedMessage, QueueKey
 from edgehub.testing.clock import FakeClock, settle
@@ -39,13 +39,13 @@ def metric(name: str, **labels: str) -> float:
 
 
 def offline_count() -> float:
-    return metric("edgehub_offline_count_total", endpoint="$upstream")
+    return metric("edgehub_offline_count_total", id=EDGE.id)
 
 
 def offline_seconds() -> tuple[float, float]:
     return (
-        metric("edgehub_offline_duration_seconds_count", endpoint="$upstream"),
-        metric("edgehub_offline_duration_seconds_sum", endpoint="$upstream"),
+        metric("edgehub_offline_duration_seconds_count", id=EDGE.id),
+        metric("edgehub_offline_duration_seconds_sum", id=EDGE.id),
     )
 
 
@@ -323,12 +323,13 @@ async def test_message_for_no_local_queue_is_acked_and_counted_as_dropped(
     make_link: MakeLink, parent: FakeParent, hub: FakeHub
 ) -> None:
     await make_link()
-    dropped = metric("edgehub_messages_dropped_total", reason="no_route", endpoint="$upstream")
+    unroutable = {"reason": "no_route", "from": "$upstream", "from_route_output": ""}
+    dropped = metric("edgehub_messages_dropped_total", **unroutable)
     parent.current.deliver("devices/other-edge/modules/filter/inputs/input1/", b"m", mid=9)
     await settle()
     assert hub.stored == []
     assert parent.current.acked_mids == [9]
-    assert metric("edgehub_messages_dropped_total", reason="no_route", endpoint="$upstream") == dropped + 1
+    assert metric("edgehub_messages_dropped_total", **unroutable) == dropped + 1
 
 
 async def test_downstream_messages_are_stored_in_arrival_order_grouped_by_endpoint(

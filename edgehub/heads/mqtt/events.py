@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from edgehub.iothub.twin_topics import Feed, ServiceRequest
 from edgehub.message import Identity, Message
 
 if TYPE_CHECKING:
@@ -67,7 +68,29 @@ class Closed:
     reason_code: int = 0
 
 
-Event = Connected | TelemetryReceived | WillReady | PublishAcked | DeliveryChanged | Closed
+@dataclass(frozen=True, slots=True)
+class ServiceRequested:
+    """A twin GET, a reported-properties PATCH or a method response, for ``target`` (the client
+    itself, or a device or module below a child edge hub). Already acked to the client."""
+
+    request: ServiceRequest
+    target: Identity
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FeedChanged:
+    """The client subscribed to (or left) a twin or method feed for ``target``."""
+
+    feed: Feed
+    target: Identity
+    active: bool
+
+
+Event = (
+    Connected | TelemetryReceived | WillReady | PublishAcked | DeliveryChanged | Closed
+    | ServiceRequested | FeedChanged
+)
 
 
 class Phase(enum.Enum):

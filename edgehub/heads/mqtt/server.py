@@ -1,7 +1,9 @@
 """The MQTT head's asyncio glue: one asyncio.Protocol per client around a sans-I/O MqttSession.
 
 Owns sockets, tasks and timing (ingest per read batch, acks after it, delivery windows, ticks);
-no protocol rule lives here, every MQTT decision is the session's.
+no protocol rule lives here, every MQTT decision is the session's. A connection runs over any
+stream transport: TCP/TLS from ``listen``, or one the HTTP head presents over a WebSocket
+(``MqttServer.new_connection``), so both share one path for auth, limits, acks and delivery.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import ssl
 from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, replace
-from typing import Final, cast
+from typing import cast
 
 from edgehub.clock import Clock, SystemClock
 from edgehub.errors import EndpointUnavailable, StoreFullError
@@ -21,23 +23,39 @@ from edgehub.heads.mqtt.events import (
     Connected,
     DeliveryChanged,
     Event,
+    FeedChanged,
     Phase,
     PublishAcked,
+    ServiceRequested,
     TelemetryReceived,
     WillReady,
 )
 from edgehub.heads.mqtt.policy import Authenticator, Authorizer, SessionConfig
+from edgehub.heads.mqtt.service_link import ServiceLink
 from edgehub.heads.mqtt.session import MqttSession
 from edgehub.heads.mqtt.sessions import SessionTable
 from edgehub.heads.port import HubPort
 from edgehub.iothub.topics import delivery_topic
 from edgehub.message import Identity, Message, SystemProperty
-from edgehub.metrics import CONNECTED_CLIENTS, MESSAGES_DROPPED, MESSAGES_RECEIVED
+from edgehub.metrics import (
+    CLIENT_CONNECT_SUCCESS,
+    CLIENT_DISCONNECT,
+    CONNECTED_CLIENTS,
+    MESSAGES_DROPPED,
+    record_received,
+    record_unacked,
+)
 from edgehub.mqtt.packets import MQTT_5, NO_PROPERTIES, Properties, ReasonCode
+from edgehub.twins.port import (
+    ClientPresence,
+    MethodPort,
+    NoPresence,
+    TwinPort,
+    UnavailableMethods,
+    UnavailableTwins,
+)
 
 log = logging.getLogger(__name__)
-
-PROTOCOL: Final = "mqtt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +125,7 @@ class MqttConnection(asyncio.Protocol):
         self._outbound: deque[tuple[str, bytes, Properties, _Delivery, int]] = deque()
         self._sent: dict[int, tuple[_Delivery, int]] = {}
         self._deliveries: set[_Delivery] = set()
+        self._services: ServiceLink | None = None
 
     # --- asyncio.Protocol --------------------------------------------------------------------
 
@@ -165,21 +184,32 @@ class MqttConnection(asyncio.Protocol):
         match event:
             case Connected(identity=identity, displaced=displaced):
                 self.identity = identity
+                self._services = self._server.service_link(self)
                 self._counted = True
-                CONNECTED_CLIENTS.labels(PROTOCOL).inc()
+                CONNECTED_CLIENTS.inc()
+                CLIENT_CONNECT_SUCCESS.labels(identity.id).inc()
                 if displaced is not None:
                     self._server.take_over(displaced)
             case DeliveryChanged(active=active):
                 self._set_attached(active)
             case WillReady(message=message):
                 self._server.ingest_will(message)
+            case ServiceRequested():
+                if self._services is not None:
+                    self._services.on_request(event)
+            case FeedChanged():
+                if self._services is not None:
+                    self._services.on_feed(event)
             case Closed(reason=reason):
                 log.debug("MQTT connection of %s closing: %s", self.identity, reason)
                 if self._counted:
                     self._counted = False
-                    CONNECTED_CLIENTS.labels(PROTOCOL).dec()
+                    CONNECTED_CLIENTS.dec()
+                    CLIENT_DISCONNECT.labels(str(self.identity)).inc()
                 self._set_attached(False)
                 self._close_outbound()
+                if self._services is not None:
+                    self._services.close()
 
     def _set_attached(self, active: bool) -> None:
         if self.identity is None or (active == self._attached and not active):
@@ -190,6 +220,10 @@ class MqttConnection(asyncio.Protocol):
             self._server.hub.attach(self.identity, self)
         else:
             self._server.hub.detach(self.identity, self)
+
+    def flush(self) -> None:
+        """Write what the session queued (also for the twin and method link)."""
+        self._flush()
 
     def _flush(self) -> None:
         session = self.session
@@ -229,15 +263,16 @@ class MqttConnection(asyncio.Protocol):
         try:
             await self._server.hub.ingest(messages)
         except StoreFullError:
-            MESSAGES_DROPPED.labels("store_full", "").inc(len(messages))
+            record_unacked("store_full", messages)
             for token in tokens:
                 self._dispatch(session.refuse(token), 0)
         except Exception:
             log.exception("MQTT ingest of %d messages from %s failed; closing unacked",
                           len(messages), self.identity)
+            record_unacked("storage_failure", messages)
             self._dispatch(session.close(ReasonCode.UNSPECIFIED_ERROR, "ingest failed"), 0)
         else:
-            MESSAGES_RECEIVED.labels(PROTOCOL).inc(len(messages))
+            record_received(messages)
             for token in tokens:
                 session.ack(token)
         finally:
@@ -290,12 +325,12 @@ class MqttConnection(asyncio.Protocol):
             topic, payload, props, delivery, index = outbound.popleft()
             if not session.accepts(topic):
                 # No granted subscription matches (e.g. subscribed to another input only).
-                MESSAGES_DROPPED.labels("no_subscription", str(self.identity)).inc()
+                MESSAGES_DROPPED.labels("no_subscription", "", "").inc()
                 delivery.ack(index)
                 continue
             packet_id = session.publish(topic, payload, props)
             if packet_id == 0:
-                MESSAGES_DROPPED.labels("too_large_for_client", str(self.identity)).inc()
+                MESSAGES_DROPPED.labels("too_large_for_client", "", "").inc()
                 delivery.ack(index)
             else:
                 self._sent[packet_id] = (delivery, index)
@@ -350,8 +385,13 @@ class MqttServer:
     def __init__(
         self, hub: HubPort, authenticator: Authenticator, *, authorizer: Authorizer | None,
         session_config: SessionConfig, max_connected_clients: int, clock: Clock, limits: ServerLimits,
+        twins: TwinPort | None = None, methods: MethodPort | None = None,
+        presence: ClientPresence | None = None,
     ) -> None:
         self.hub = hub
+        self.presence: ClientPresence = presence or NoPresence()
+        self.twins: TwinPort = twins or UnavailableTwins()
+        self.methods: MethodPort = methods or UnavailableMethods()
         self.authenticator = authenticator
         self.authorizer = authorizer
         self.session_config = session_config
@@ -389,11 +429,22 @@ class MqttServer:
             lambda: MqttConnection(self), host, port, ssl=ssl_context, reuse_address=True,
         )
         self._listeners.append(listener)
-        if self._ticker is None:
-            self._ticker = loop.create_task(self._tick_forever())
+        self._start_ticking()
         bound: int = listener.sockets[0].getsockname()[1]
         log.info("MQTT head listening on %s:%d (%s)", host, bound, "TLS" if ssl_context else "plain")
         return bound
+
+    def new_connection(self) -> MqttConnection:
+        """A connection for a transport this server did not accept itself (MQTT over WebSocket):
+        the caller drives its ``connection_made``, ``data_received`` and ``connection_lost`` as
+        asyncio does for a TCP one; the transport must support ``pause_reading`` and
+        ``resume_reading`` (the pending-bytes bound of ServerLimits relies on them)."""
+        self._start_ticking()
+        return MqttConnection(self)
+
+    def _start_ticking(self) -> None:
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
 
     def attach_connection(self, connection: MqttConnection) -> None:
         assert connection.session is not None
@@ -402,6 +453,12 @@ class MqttServer:
     def detach_connection(self, connection: MqttConnection) -> None:
         if connection.session is not None:
             self._connections.pop(connection.session, None)
+
+    def service_link(self, connection: MqttConnection) -> ServiceLink:
+        """The twin and method link of a connection that just connected."""
+        assert connection.session is not None
+        return ServiceLink(connection.session, self.twins, self.methods,
+                           flush=connection.flush, track=self.track, presence=self.presence)
 
     def take_over(self, displaced: MqttSession) -> None:
         connection = self._connections.get(displaced)
@@ -424,17 +481,18 @@ class MqttServer:
         try:
             await self.hub.ingest(messages)
         except StoreFullError:
-            MESSAGES_DROPPED.labels("store_full", "").inc(len(messages))
+            record_unacked("store_full", messages)
         except Exception:
             log.exception("MQTT ingest of %d messages after their connection closed failed", len(messages))
+            record_unacked("storage_failure", messages)
         else:
-            MESSAGES_RECEIVED.labels(PROTOCOL).inc(len(messages))
+            record_received(messages)
 
     async def _ingest_will(self, message: Message) -> None:
         try:
             await self.hub.ingest([message])
         except StoreFullError:
-            MESSAGES_DROPPED.labels("store_full", "").inc()
+            record_unacked("store_full", [message])
             log.warning("MQTT will of %s dropped: store full", message.source)
         except Exception:
             log.exception("MQTT will of %s could not be ingested", message.source)
@@ -478,14 +536,18 @@ async def start_mqtt_server(
     ssl_context: ssl.SSLContext | None = None, max_message_size: int = 262_144,
     max_connected_clients: int = 1000, clock: Clock | None = None, authorizer: Authorizer | None = None,
     session_config: SessionConfig | None = None, limits: ServerLimits | None = None,
+    twins: TwinPort | None = None, methods: MethodPort | None = None, presence: ClientPresence | None = None,
+    listen: bool = True,
 ) -> MqttServer:
     """Listen for MQTT clients on every interface by default, as edgeHub (``port`` 0 picks a
-    free one: see ``MqttServer.port``)."""
+    free one: see ``MqttServer.port``). ``listen=False`` opens no TCP listener: the server
+    then only takes connections handed to it (MQTT over WebSocket)."""
     config = replace(session_config or SessionConfig(), max_message_size=max_message_size)
     server = MqttServer(
         hub, authenticator, authorizer=authorizer, session_config=config,
         max_connected_clients=max_connected_clients, clock=clock or SystemClock(),
-        limits=limits or ServerLimits(),
+        limits=limits or ServerLimits(), twins=twins, methods=methods, presence=presence,
     )
-    await server.listen(host, port, ssl_context)
+    if listen:
+        await server.listen(host, port, ssl_context)
     return server

@@ -20,8 +20,10 @@ from edgehub.heads.mqtt.events import (
     Connected,
     DeliveryChanged,
     Event,
+    FeedChanged,
     Phase,
     PublishAcked,
+    ServiceRequested,
     TelemetryReceived,
     WillReady,
 )
@@ -33,8 +35,11 @@ from edgehub.heads.mqtt.policy import (
     OwnTopicsAuthorizer,
     SessionConfig,
 )
+from edgehub.heads.mqtt.services import ServiceSubscriptions
 from edgehub.heads.mqtt.sessions import SessionState, SessionTable
 from edgehub.heads.mqtt.topics import DeliveryFilter, TelemetryParser, delivery_filter, is_valid_filter
+from edgehub.iothub.twin_topics import PREFIX as SERVICE_PREFIX
+from edgehub.iothub.twin_topics import Feed, parse_request
 from edgehub.message import Identity, Message, SystemProperty
 from edgehub.mqtt.decode import Decoder
 from edgehub.mqtt.encode import encode, encode_publish
@@ -137,6 +142,7 @@ class MqttSession:
         self._client_receive_maximum = 65535
         self._client_max_packet: int | None = None
         self._delivery: list[DeliveryFilter] = []
+        self._services: ServiceSubscriptions | None = None
 
     # --- public API ----------------------------------------------------------------------------
 
@@ -262,6 +268,18 @@ class MqttSession:
         self._out.append(wire)
         return packet_id
 
+    def publish_feed(self, feed: Feed, target: Identity, topic: str, payload: bytes) -> bool:
+        """Queue a twin response, desired patch or method request at QoS 0 when the client
+        subscribed to ``feed`` for ``target``; False (nothing sent) otherwise."""
+        services = self._services
+        if self.phase is not Phase.CONNECTED or services is None or not services.has(feed, target):
+            return False
+        wire = encode_publish(topic, payload, 0, version=self.version)
+        if self._client_max_packet is not None and len(wire) > self._client_max_packet:
+            return False
+        self._out.append(wire)
+        return True
+
     # --- dispatch ------------------------------------------------------------------------------
 
     def _take_events(self) -> list[Event]:
@@ -375,6 +393,11 @@ class MqttSession:
         ]
         if self._delivery:
             self._events.append(DeliveryChanged(True))
+        self._services = ServiceSubscriptions(identity)
+        for topic_filter in opened.state.subscriptions:
+            granted = self._services.grant(topic_filter)
+            if granted is not None:
+                self._events.append(FeedChanged(granted[0], granted[1], True))
         return None
 
     def _connack_properties(self, packet: Connect, expiry: int) -> Properties:
@@ -424,6 +447,8 @@ class MqttSession:
             if self._inbound_unacked > self._receive_limit:
                 self._fail(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded")  # [MQTT-3.3.4-9]
                 return
+        if topic.startswith(SERVICE_PREFIX) and self._on_service_publish(packet, topic, batch):
+            return  # twin and method requests never reach the telemetry cache (unique $rid each)
         entry = self._properties_of(topic)  # parse + identity check + authorizer, cached per topic
         if entry is None:
             self._refuse_publish(packet, topic, batch)
@@ -440,6 +465,24 @@ class MqttSession:
             self._awaiting_pubrel.add(packet.packet_id)
         message = Message(payload, entry[0], entry[1])
         messages.append(message if props is NO_PROPERTIES else _with_v5_properties(message, props))
+
+    def _on_service_publish(self, packet: Publish, topic: str, batch: AckBatch) -> bool:
+        """A twin GET / reported PATCH / method response: acked on receipt (in receive order),
+        handed to the server as an event. False when it is not one this client may make."""
+        request = parse_request(topic)
+        services = self._services
+        target = services.resolve(request) if request is not None and services is not None else None
+        if request is None or target is None:
+            return False
+        if packet.qos == 1:
+            batch.add(packet.packet_id, ReasonCode.SUCCESS)
+        elif packet.qos == 2:
+            batch.add(packet.packet_id, FIXED_PUBREC | ReasonCode.SUCCESS)
+            if packet.packet_id in self._awaiting_pubrel:
+                return True  # a resend before PUBREL: acknowledge, do not act twice
+            self._awaiting_pubrel.add(packet.packet_id)
+        self._events.append(ServiceRequested(request, target, packet.payload))
+        return True
 
     def _publish_topic(self, packet: Publish) -> str | None:
         """The topic of a PUBLISH off the fast path: MQTT 5 topic alias, empty topic, retain."""
@@ -554,6 +597,8 @@ class MqttSession:
             return ReasonCode.TOPIC_FILTER_INVALID if v5 else SUBACK_FAILURE_311
         if topic_filter.startswith("$share/"):
             return ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED if v5 else SUBACK_FAILURE_311
+        if topic_filter.startswith(SERVICE_PREFIX):
+            return self._grant_feed(topic_filter, qos)
         # Only what this head can deliver: the identity's own inputs / devicebound topics; a child
         # edge hub also gets its children's filters granted (so it keeps them instead of falling
         # back to its own topic), though only its own topics are delivered on.
@@ -567,17 +612,37 @@ class MqttSession:
         self.state.subscriptions[topic_filter] = granted
         return granted
 
+    def _grant_feed(self, topic_filter: str, qos: int) -> int:
+        """A twin or method feed (``$iothub/twin/res/#``, …): granted at QoS 1 at most; the hub
+        sends on it at QoS 0, as IoT Hub does."""
+        assert self.state is not None
+        assert self._services is not None
+        granted = self._services.grant(topic_filter)
+        if granted is None:
+            log.info("MQTT subscription of %s to %r refused: not a twin or method feed it may use",
+                     self.identity, topic_filter[:200])
+            return ReasonCode.NOT_AUTHORIZED if self.version == MQTT_5 else SUBACK_FAILURE_311
+        self.state.subscriptions[topic_filter] = min(qos, 1)
+        self._events.append(FeedChanged(granted[0], granted[1], True))
+        return min(qos, 1)
+
     def _on_unsubscribe(self, packet: Unsubscribe, now: float) -> None:
         assert self.state is not None
         codes = []
         for topic_filter in packet.topic_filters:
             existed = self.state.subscriptions.pop(topic_filter, None) is not None
+            removed = self._services.remove(topic_filter) if self._services is not None else None
+            if removed is not None and not self._services_has(*removed):
+                self._events.append(FeedChanged(removed[0], removed[1], False))
             codes.append(ReasonCode.SUCCESS if existed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
         self._out.append(encode(UnsubAck(packet.packet_id, tuple(codes)), self.version))
         had_delivery = bool(self._delivery)
         self._delivery = [f for f in self._delivery if f.topic_filter in self.state.subscriptions]
         if had_delivery and not self._delivery:
             self._events.append(DeliveryChanged(False))
+
+    def _services_has(self, feed: Feed, target: Identity) -> bool:
+        return self._services is not None and self._services.has(feed, target)
 
     # --- the rest ------------------------------------------------------------------------------
 

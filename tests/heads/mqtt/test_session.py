@@ -488,7 +488,8 @@ def test_device_subscribes_to_devicebound() -> None:
     [
         (MQTT_311, "devices/edge/modules/other/inputs/#", 0x80),
         (MQTT_5, "devices/edge/modules/other/inputs/#", ReasonCode.NOT_AUTHORIZED),
-        (MQTT_5, "$iothub/twin/res/#", ReasonCode.NOT_AUTHORIZED),
+        (MQTT_5, "$iothub/edge/other/twin/res/#", ReasonCode.NOT_AUTHORIZED),  # another module's twin
+        (MQTT_5, "$iothub/twin/other/#", ReasonCode.NOT_AUTHORIZED),
         (MQTT_5, "a/#/b", ReasonCode.TOPIC_FILTER_INVALID),
         (MQTT_5, "$share/g/" + INPUTS, ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED),
     ],
