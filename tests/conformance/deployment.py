@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import json
 import os
 import re
 import socket
@@ -96,6 +97,15 @@ class Deployment:
     tls_port: int
     keys: Mapping[Identity, str] = field(repr=False)
     host: str = HOST
+
+    def rewrite_module_desired(self, module_id: str, desired: dict[str, object]) -> None:
+        """Edit the running hub's manifest: new desired properties for ``module_id`` (the hub
+        notices the change within its poll interval)."""
+        config = self.hub.config
+        assert config is not None
+        document = json.loads(Path(config).read_text())
+        document["modulesContent"][module_id] = {"properties.desired": desired}
+        Path(config).write_text(json.dumps(document))
 
     def username(self, identity: Identity) -> str:
         return f"{self.host}/{identity.id}/?api-version={API_VERSION}"

@@ -13,7 +13,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Final
 
 import pytest
@@ -109,13 +108,6 @@ class Role:
         return self.process.stderr.read()
 
 
-def rewrite_desired(deployment: Deployment, module_id: str, desired: dict[str, object]) -> None:
-    config = deployment.hub.config
-    assert config is not None
-    document = json.loads(Path(config).read_text())
-    document["modulesContent"][module_id] = {"properties.desired": desired}
-    Path(config).write_text(json.dumps(document))
-
 
 def test_azure_sdk_module_twin_desired_patch_and_direct_method(deployment: Deployment) -> None:
     twin_role = Role(deployment, "twin", TWINNED, "--count", "1", "--label", "first")
@@ -156,7 +148,7 @@ def test_azure_sdk_module_twin_desired_patch_and_direct_method(deployment: Deplo
         assert method["name"] == "echo"
 
         version = twin["desired"]["$version"]
-        rewrite_desired(deployment, "twinned", {"interval": 20})
+        deployment.rewrite_module_desired("twinned", {"interval": 20})
         patch = twin_role.wait_for("desired")["patch"]
         assert patch == {"interval": 20, "mode": None, "$version": version + 1}
         assert twin_role.end() == 0

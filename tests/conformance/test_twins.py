@@ -69,13 +69,6 @@ def get_twin(peer: PahoPeer, rid: str) -> dict[str, Any]:
     return twin
 
 
-def rewrite_desired(deployment: Deployment, module_id: str, desired: dict[str, object]) -> None:
-    config = deployment.hub.config
-    assert config is not None
-    document = json.loads(Path(config).read_text())
-    document["modulesContent"][module_id] = {"properties.desired": desired}
-    Path(config).write_text(json.dumps(document))
-
 
 def test_get_twin_returns_the_manifest_desired_properties(deployment: Deployment) -> None:
     with twin_client(deployment, CONFIGURED) as peer:
@@ -151,7 +144,7 @@ def test_changed_manifest_pushes_only_the_difference_to_a_connected_module(deplo
     with twin_client(deployment, CONFIGURED) as peer:
         peer.subscribed("$iothub/twin/PATCH/properties/desired/#")
         version = get_twin(peer, "d1")["desired"]["$version"]
-        rewrite_desired(deployment, "configured", {"rate": 5, "mode": {"fast": False}, "added": "yes"})
+        deployment.rewrite_module_desired("configured", {"rate": 5, "mode": {"fast": False}, "added": "yes"})
 
         def patched() -> bool:
             return any("PATCH/properties/desired" in m.topic for m in peer.received)
