@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +17,6 @@ from edgehub.hub import Hub, local_endpoint
 from edgehub.message import DEFAULT_PRIORITY, Identity, Message, SystemProperty
 from edgehub.settings import load_settings
 from edgehub.store.base import QueueKey, Store
-from edgehub.store.memory import MemoryStore
 from edgehub.store.open import open_store
 from edgehub.testing.clock import FakeClock, settle
 
@@ -56,26 +55,6 @@ async def until(predicate: Callable[[], bool], clock: FakeClock | None = None) -
             await settle()
         await asyncio.sleep(0.001)
     raise AssertionError("condition not reached")
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def make_hub(clock: FakeClock) -> AsyncIterator[Callable[[HubConfig], Hub]]:
-    hubs: list[Hub] = []
-    settings = load_settings({"MessageCleanupIntervalSecs": "5"})
-
-    def make(cfg: HubConfig) -> Hub:
-        hub = Hub(settings, cfg, MemoryStore(), clock=clock)
-        hubs.append(hub)
-        return hub
-
-    yield make
-    for hub in hubs:
-        await hub.stop()
 
 
 async def test_telemetry_routed_to_a_module_input_reaches_the_attached_module(

@@ -4,16 +4,12 @@ notifications, the ``$edgeHub`` twin's clients and lastDesiredStatus."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from edgehub.config_file import HubConfig, parse_config
 from edgehub.hub import HUB_TWIN_FLUSH_SECS, Hub
 from edgehub.message import Identity
-from edgehub.settings import load_settings
-from edgehub.store.memory import MemoryStore
 from edgehub.testing.clock import FakeClock, settle
 from tests.test_hub import RecordingLink, until
 
@@ -32,26 +28,6 @@ def manifest(desired: dict[str, Any], routes: dict[str, str] | None = None) -> H
         },
         "test",
     )
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def make_hub(clock: FakeClock) -> AsyncIterator[Callable[[HubConfig], Hub]]:
-    hubs: list[Hub] = []
-    settings = load_settings({"EdgeDeviceId": "edge"})
-
-    def make(cfg: HubConfig) -> Hub:
-        hub = Hub(settings, cfg, MemoryStore(), clock=clock)
-        hubs.append(hub)
-        return hub
-
-    yield make
-    for hub in hubs:
-        await hub.stop()
 
 
 async def test_manifest_desired_properties_are_the_modules_twin(make_hub: Callable[[HubConfig], Hub]) -> None:
