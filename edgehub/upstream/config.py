@@ -12,7 +12,7 @@ from typing import Final
 
 from edgehub.message import Identity
 from edgehub.settings import Settings, UpstreamProtocol
-from edgehub.upstream.credentials import SasCredentials
+from edgehub.upstream.credentials import Credentials, SasCredentials
 
 WEBSOCKET_PATH: Final = "/$iothub/websocket"
 """Where IoT Hub (and this hub's HTTP head) serve MQTT over WebSocket."""
@@ -70,7 +70,7 @@ class SubscriptionScope(enum.Enum):
 class UpstreamConfig:
     """One upstream MQTT link's settings; ``host`` is where it connects (GatewayHostName or HostName)."""
 
-    credentials: SasCredentials
+    credentials: Credentials
     host: str
     port: int
     transport: UpstreamTransport = UpstreamTransport.TCP

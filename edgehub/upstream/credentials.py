@@ -6,7 +6,7 @@ Pure values and arithmetic over times passed in; it never reads a clock, sleeps 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from edgehub.auth.sas import make_sas_token, sas_resource
 from edgehub.message import Identity
@@ -35,6 +35,24 @@ class SasToken:
     def renew_at(self) -> float:
         """When to reconnect with a fresh token (Unix seconds)."""
         return self.issued_at + (self.expiry - self.issued_at) * RENEW_AT_FRACTION
+
+
+class Credentials(Protocol):
+    """How one identity authenticates upstream: SasCredentials (a key), PresentedToken (the token a
+    local client presented), or a signer of the IoT Edge workload API."""
+
+    @property
+    def identity(self) -> Identity: ...
+
+    @property
+    def client_id(self) -> str: ...
+
+    @property
+    def username(self) -> str: ...
+
+    def token(self, now: float) -> SasToken:
+        """A token valid from ``now``; raises AuthError when none can be had any more."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
