@@ -15,6 +15,7 @@ SCENARIOS = {
     "mqtt": "bench.mqtt_bench",
     "mqtt-head": "bench.mqtt_head_bench",
     "http": "bench.http_bench",
+    "identities": "bench.identity_bench",
 }
 
 

@@ -123,6 +123,14 @@ class IdentityRegistry:
     def host_names(self) -> tuple[str, ...]:
         return self._host_names
 
+    def signing_key(self, identity: Identity) -> str | None:
+        """The primary symmetric key of ``identity`` (base64), to sign its tokens upstream; None
+        for an unknown identity or one without keys (certificate auth only)."""
+        entry = self._entries.get(identity)
+        if entry is None or not entry.keys:
+            return None
+        return base64.b64encode(entry.keys[0]).decode("ascii")
+
     def authenticate_sas(self, identity: Identity, token: str, now: float) -> AuthResult:
         """Check a SAS token presented as ``identity`` at ``now`` (Unix seconds).
 

@@ -29,7 +29,10 @@ class RegistryAuthenticator:
     def __init__(
         self, registry: Callable[[], IdentityRegistry], clock: Clock, *,
         client_cert_auth: bool = False, generic_topics: bool = False,
+        on_token: Callable[[Identity, str, float], None] | None = None,
     ) -> None:
+        self._on_token = on_token
+        """Told of every SAS token a client authenticated with: (identity, token, expiry)."""
         self._registry = registry
         self._clock = clock
         self._client_cert_auth = client_cert_auth
@@ -53,6 +56,8 @@ class RegistryAuthenticator:
             CLIENT_CONNECT_FAILED.labels(request.client_id, "not_authenticated").inc()
             raise
         valid_for = None if result.expires_at is None else result.expires_at - now
+        if self._on_token is not None and result.method == "sas" and request.password and result.expires_at:
+            self._on_token(result.identity, request.password.decode("utf-8", "replace"), result.expires_at)
         return Authenticated(result.identity, valid_for)
 
     def may_publish(self, identity: Identity, topic: str) -> bool:

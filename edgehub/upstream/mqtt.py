@@ -120,6 +120,11 @@ class MqttUpstream:
         """Twin and method traffic with the parent; the hub sets it before ``start``."""
 
     @property
+    def connection_factory(self) -> ConnectionFactory:
+        """How this link makes connections (per-identity links are made the same way)."""
+        return self._connection_factory
+
+    @property
     def connection(self) -> UpstreamConnection | None:
         """The connection sends go through now; None while disconnected."""
         return self._connection

@@ -67,7 +67,7 @@ class UpstreamTwins:
 
     def __init__(
         self, own: Identity, clock: Clock, twins: TwinCache, methods: MethodPort, *, multiplexed: bool,
-        request_timeout: float = REQUEST_TIMEOUT, sync_retry: float = SYNC_RETRY,
+        request_timeout: float = REQUEST_TIMEOUT, sync_retry: float = SYNC_RETRY, follow_own: bool = True,
     ) -> None:
         self.own = own
         self._clock = clock
@@ -76,7 +76,8 @@ class UpstreamTwins:
         self._multiplexed = multiplexed
         self._request_timeout = request_timeout
         self._sync_retry = sync_retry
-        self._followed: set[Identity] = {own}
+        self._followed: set[Identity] = {own} if follow_own else set()
+        """Whose twins this link keeps in step (a sender's own link: only once its client used it)."""
         self._subscribed: set[Identity] = set()
         self._connection: UpstreamConnection | None = None
         self._serves_twins = False
@@ -98,6 +99,9 @@ class UpstreamTwins:
             return
         self._followed.add(identity)
         connection = self._connection
+        if identity == self.own and connection is not None and connection.is_open:
+            self._spawn(self._start(connection))
+            return
         if self.online and connection is not None and self._serves_twins:
             self._spawn(self._catch_up(connection, [identity]))
 
@@ -128,6 +132,8 @@ class UpstreamTwins:
         self._spawn(self._start(connection))
 
     async def _start(self, connection: UpstreamConnection) -> None:
+        if self.own not in self._followed:
+            return  # a sender's own link: nothing of its twin is used yet
         await self._catch_up(connection, [self.own])
         if self.own not in self._subscribed or connection is not self._connection:
             return
@@ -290,8 +296,7 @@ class UpstreamTwins:
         all_done = True
         for identity, patch in self._twins.pending_reported().items():
             if not self.may_follow(identity):
-                self._twins.mark_reported_synced(identity, patch)  # nobody upstream can hold it
-                continue
+                continue  # another connection's to send (per-identity upstream), or nobody's
             body = json.dumps(patch, separators=(",", ":")).encode()
             answer = await self._request(connection, Operation.PATCH_REPORTED, identity, body)
             if answer is not None and 200 <= answer[0] < 300:

@@ -65,6 +65,7 @@ def test_gateway_host_name_is_where_to_connect_but_the_identity_stays_the_hubs()
     config = config_for(UpstreamProtocol="Mqtt", GatewayHostName="parent.local")
     assert (config.host, config.port) == ("parent.local", 8883)
     assert config.credentials.username.startswith("myhub.azure-devices.net/edge1/$edgeHub/")
+    assert isinstance(config.credentials, SasCredentials)
     assert config.credentials.resource == "myhub.azure-devices.net/devices/edge1/modules/$edgeHub"
     assert not config.is_iot_hub
 
