@@ -8,11 +8,14 @@ STAMP := $(VENV)/.installed-stamp
 
 # Dev defaults for `make run`: no root needed (HTTPS on 8443, not 443), a plaintext
 # MQTT port (bound to loopback only) for quick tries, the store under ./data.
+# `make run` serves configs/dev.json: the device sensor1, the modules edge/filter and edge/monitor,
+# and routes between them (the README's quick start sends a message through it).
+CONFIG ?= configs/dev.json
 RUN_ENV := StorageFolder=$${StorageFolder:-./data} \
 	httpSettings__port=$${httpSettings__port:-8443} \
 	mqttSettings__plainPort=$${mqttSettings__plainPort:-1883}
 
-.PHONY: run test lint bench check-config clean system-deps venv
+.PHONY: run test lint bench check-config check image clean system-deps venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -39,6 +42,17 @@ run: $(STAMP)
 
 check-config: $(STAMP)
 	$(BIN)/edgehub check-config $(if $(CONFIG),--config $(CONFIG),)
+
+# The deployment smoke test against the hub `make run` started (OK/WARN/FAIL per check).
+check: $(STAMP)
+	$(RUN_ENV) $(BIN)/edgehub check $(if $(CONFIG),--config $(CONFIG),)
+
+# The multi-arch image (needs Docker with buildx; CI proves the image's steps without Docker,
+# see tests/test_container.py). IMAGE=registry/edgehub:tag PUSH=1 pushes it.
+IMAGE ?= edgehub:dev
+PLATFORMS ?= linux/amd64,linux/arm64,linux/arm/v7
+image:
+	docker buildx build --platform $(PLATFORMS) -t $(IMAGE) $(if $(PUSH),--push,) .
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgehub tests bench

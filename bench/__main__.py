@@ -12,6 +12,7 @@ SCENARIOS = {
     "store": "bench.store_bench",
     "router": "bench.router_bench",
     "upstream": "bench.upstream_bench",
+    "drain-order": "bench.drain_order_bench",
     "mqtt": "bench.mqtt_bench",
     "mqtt-head": "bench.mqtt_head_bench",
     "http": "bench.http_bench",

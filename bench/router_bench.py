@@ -1,4 +1,4 @@
-"""Router match cost per message for typical route sets (DESIGN §1: Router.match).
+"""Router match cost per message for typical route sets (docs/architecture.md §1: Router.match).
 
 Prints a table; asserts nothing about speed.
 """

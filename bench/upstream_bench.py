@@ -1,4 +1,5 @@
-"""Store and forward to an upstream broker: offline ingest then drain; steady state beside a mosquitto bridge.
+"""Store and forward to an upstream broker: offline ingest then drain; steady state beside a mosquitto bridge;
+the upstream link over MQTT (``Mqtt``) against MQTT over WebSocket (``MqttWs``), same load, same run.
 
 Real processes only (``edgehub run``, mosquitto), loaded by bench.mqtt_loadgen over loopback; a raw
 MQTT sink on the upstream mosquitto counts what arrives. Prints tables; never fails on a timing.
@@ -131,7 +132,7 @@ class _Fleet:
 
 
 @contextlib.contextmanager
-def _edgehub(folder: Path, fleet: _Fleet, upstream_port: int) -> Iterator[_Hub]:
+def _edgehub(folder: Path, fleet: _Fleet, upstream_port: int, protocol: str = "Mqtt") -> Iterator[_Hub]:
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "config.json"
     config.write_text(json.dumps({
@@ -146,7 +147,8 @@ def _edgehub(folder: Path, fleet: _Fleet, upstream_port: int) -> Iterator[_Hub]:
         "StorageFolder": str(folder / "data"), "mqttSettings__plainPort": str(plain_port),
         "mqttSettings__port": str(free_port()), "Metrics__Listener__Port": "0",
         "amqpSettings__enabled": "false", "httpSettings__enabled": "false", "PYTHONUNBUFFERED": "1",
-        "UpstreamProtocol": "Mqtt", "UpstreamTls": "false",
+        "UpstreamProtocol": protocol, "UpstreamTls": "false",
+        "https_proxy": "", "HTTPS_PROXY": "",
         "EdgeHubConnectionString": (
             f"HostName=127.0.0.1:{upstream_port};DeviceId=edge;ModuleId=$edgeHub;SharedAccessKey={fleet.key}"
         ),
@@ -429,6 +431,46 @@ def _print_steady(results: list[SteadyResult], total: int) -> None:
               f"{r.load.percentile(50) * 1000:.1f} | {r.load.percentile(99) * 1000:.1f} | {r.rss_mib:.1f} |")
 
 
+# --- 3. the upstream transport: MQTT over TCP against MQTT over WebSocket --------------------------
+
+
+def measure_transports(root: Path, total: int) -> list[SteadyResult]:
+    """The same steady load through edgehub with ``UpstreamProtocol=Mqtt`` then ``MqttWs``, to one upstream
+    mosquitto listening for both (plain TCP, and ``protocol websockets`` at any path)."""
+    fleet = _Fleet()
+    root.mkdir(parents=True)
+    tcp_port, ws_port = free_port(), free_port()
+    config = _mosquitto_config(root, "transports", tcp_port,
+                               [f"listener {ws_port} 127.0.0.1", "protocol websockets"])
+    results: list[SteadyResult] = []
+    with _mosquitto(config, tcp_port):
+        wait_listening(ws_port)
+        for protocol, port in (("Mqtt", tcp_port), ("MqttWs", ws_port)):
+            with _edgehub(root / protocol, fleet, port, protocol) as hub:
+                load, delivered, seconds = asyncio.run(
+                    _steady_load(tcp_port, hub.plain_port, fleet, total, f"sink-{protocol}"))
+                results.append(SteadyResult(protocol, load, delivered, seconds,
+                                            process_memory_mib(hub.proc.pid)[0]))
+    return results
+
+
+def _print_transports(results: list[SteadyResult], total: int) -> None:
+    print(f"\n## Upstream transport: {total} msgs of {PAYLOAD_BYTES} bytes → edgehub → upstream mosquitto "
+          "over MQTT (TCP) and over MQTT over WebSocket, QoS 1 all the way\n")
+    print(f"{PUBLISHERS} publishers, window {WINDOW}; the same upstream client (edgehub.mqtt.client on "
+          "asyncio), plain TCP vs RFC 6455 binary frames; one sink on the upstream broker's TCP listener; "
+          "same run.\n")
+    tcp = next((r for r in results if r.peer == "Mqtt"), None)
+    print("| UpstreamProtocol | delivered | end-to-end msg/s | ratio vs Mqtt | acked msg/s | ack p99 ms "
+          "| RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        ratio = f"{r.rate / tcp.rate:.2f}" if tcp and tcp.rate else "-"
+        errors = f" ({'; '.join(r.load.errors)})" if r.load.errors else ""
+        print(f"| {r.peer}{errors} | {r.delivered} | {r.rate:,.0f} | {ratio} | {r.ack_rate:,.0f} | "
+              f"{r.load.percentile(99) * 1000:.1f} | {r.rss_mib:.1f} |")
+
+
 def run(quick: bool = False) -> None:
     if MOSQUITTO is None:
         print("\n## Upstream: skipped (no mosquitto; install Debian's mosquitto)")
@@ -439,10 +481,12 @@ def run(quick: bool = False) -> None:
     try:
         offline = measure_offline(root / "offline", offline_total)
         steady = measure_steady(root / "steady", steady_total)
+        transports = measure_transports(root / "transports", steady_total)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     _print_offline(offline, offline_total)
     _print_steady(steady, steady_total)
+    _print_transports(transports, steady_total)
 
 
 if __name__ == "__main__":

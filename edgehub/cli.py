@@ -1,6 +1,7 @@
-"""The ``edgehub`` command: run, check-config, stats; maps failures to exit codes.
+"""The ``edgehub`` command: run, check-config, stats, check, identity; maps failures to exit codes.
 
-Exit codes (DESIGN §4): 0 ok, 2 bad settings or config, 3 store cannot be opened.
+Exit codes (docs/architecture.md §4): 0 ok, 1 ``check`` found a failure, 2 bad settings or config,
+3 store cannot be opened.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="edgeHub desired properties or deployment manifest (JSON)")
     check = commands.add_parser("check-config", help="validate settings (env) and a config file")
     check.add_argument("--config", type=Path, help="config file to validate")
+    check.add_argument("--print-version", action="store_true",
+                       help="print only the file's config version (what `edgehub check` expects), when valid")
     stats = commands.add_parser(
         "stats", help="queue lengths, oldest message age and size per endpoint: asks the running hub "
         "(GET /stats on the metrics port), else reads the stopped hub's store",
@@ -48,15 +51,57 @@ def _parser() -> argparse.ArgumentParser:
                        help="metrics port of the running hub (default: Metrics__Listener__Port)")
     stats.add_argument("--url", help="/stats URL of the running hub (default: http://127.0.0.1:{port}/stats)")
     stats.add_argument("--json", action="store_true", help="print JSON (for scripts) instead of a table")
+    _check_parser(commands)
+    _identity_parser(commands)
     return parser
+
+
+def _check_parser(commands: Any) -> None:
+    check = commands.add_parser(
+        "check", help="smoke test of a deployed hub: store volume, disk, certificates, clock, upstream, "
+        "heads, config version; OK/WARN/FAIL each, exit 1 on a failure",
+    )
+    check.add_argument("--config", type=Path, help="the config file the hub runs with")
+    check.add_argument("--url", help="the running hub's metrics port (default: http://127.0.0.1:"
+                       "{Metrics__Listener__Port})")
+    check.add_argument("--expect-config-version", metavar="VERSION",
+                       help="fail unless the config file is this version ($version, or as check prints it)")
+    check.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
+    check.add_argument("--json", action="store_true", help="print JSON (for pipelines)")
+    check.add_argument("--probe", action="store_true",
+                       help="container health probe only: /ready on the metrics port (or every enabled "
+                       "port accepting connections when it is off); exit 0 or 1, no output")
+
+
+def _identity_parser(commands: Any) -> None:
+    identity = commands.add_parser("identity", help="the config file's identities: add, list, remove, token")
+    actions = identity.add_subparsers(dest="action", required=True)
+    for name, text in (("add", "add a device or module with new keys; prints its connection string"),
+                       ("list", "list the identities"),
+                       ("remove", "remove an identity"),
+                       ("token", "print a SAS token (the MQTT password) for an identity")):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("--config", type=Path, required=True, help="the config file to read or edit")
+        if name != "list":
+            action.add_argument("id", help="DEVICE or DEVICE/MODULE (the MQTT client id)")
+    actions.choices["add"].add_argument("--create", action="store_true",
+                                        help="create the file (no routes) when it does not exist")
+    actions.choices["list"].add_argument("--json", action="store_true", help="print JSON")
+    token = actions.choices["token"]
+    token.add_argument("--ttl", type=int, default=3600, help="seconds the token is valid (default 3600)")
+    token.add_argument("--secondary", action="store_true", help="sign with the secondary key")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
-        return check_config(args.config)
+        return check_config(args.config, print_version=args.print_version)
     if args.command == "stats":
         return stats(args.storage, port=args.port, url=args.url, as_json=args.json)
+    if args.command == "check":
+        return check(args)
+    if args.command == "identity":
+        return identity(args)
     return run(args.config)
 
 
@@ -65,7 +110,7 @@ def _print_problems(error: ConfigError) -> None:
         print(f"error: {location}: {reason}", file=sys.stderr)
 
 
-def check_config(config_path: Path | None) -> int:
+def check_config(config_path: Path | None, *, print_version: bool = False) -> int:
     from edgehub.config_file import default_config, load_config_file
     from edgehub.routing.router import compile_routes
     from edgehub.settings import load_settings
@@ -84,8 +129,50 @@ def check_config(config_path: Path | None) -> int:
         _print_problems(ConfigError(problems))
         print(f"{len(problems)} problem(s) found", file=sys.stderr)
         return EXIT_CONFIG
+    if print_version and config_path is not None:
+        from edgehub.check import config_version
+
+        print(config_version(config_path))
+        return EXIT_OK
     print(f"ok: settings and {config_path or 'the default config'} are valid")
     return EXIT_OK
+
+
+def identity(args: argparse.Namespace) -> int:
+    from edgehub import identity_cli
+    from edgehub.settings import load_settings
+
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        _print_problems(error)
+        return EXIT_CONFIG
+    return identity_cli.main(args, settings)
+
+
+def check(args: argparse.Namespace) -> int:
+    from edgehub import check as checks
+    from edgehub.config_file import default_config, load_config_file
+    from edgehub.routing.router import compile_routes
+    from edgehub.settings import load_settings
+
+    try:
+        settings = load_settings()
+        if args.probe:
+            return EXIT_OK if checks.probe(settings) else 1
+        config = load_config_file(args.config) if args.config else default_config()
+        compile_routes(config.routes)
+    except ConfigError as error:
+        if args.probe:
+            return 1
+        _print_problems(error)
+        return EXIT_CONFIG
+    url = args.url or (f"http://127.0.0.1:{settings.metrics_port}" if settings.metrics_port else None)
+    target = checks.Target(settings, config, args.config, url.rstrip("/") if url else None,
+                           args.expect_config_version)
+    results = checks.run_checks(target)
+    print(checks.report(results, as_json=args.json))
+    return checks.exit_code(results, strict=args.strict)
 
 
 STATS_TIMEOUT = 2.0
@@ -194,7 +281,7 @@ def run(config_path: Path | None) -> int:
 
 def _loop_factory(optimize_for_performance: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop where it is installed; plain asyncio in low-memory mode (uvloop costs ~10 MiB RSS)
-    and where it is absent (Windows, some ARM builds: DESIGN §3)."""
+    and where it is absent (Windows, some ARM builds: docs/architecture.md §3)."""
     if not optimize_for_performance:
         return None
     try:

@@ -33,7 +33,7 @@ from edgehub.config_json import (
 from edgehub.errors import ConfigError
 from edgehub.message import Identity
 from edgehub.routing.spec import RouteSpec
-from edgehub.store.base import DEFAULT_PRIORITY
+from edgehub.store.base import DEFAULT_PRIORITY, DrainOrder
 from edgehub.twins.document import check_document
 from edgehub.twins.port import TwinError
 
@@ -54,7 +54,7 @@ _KEY_BYTES: Final = (16, 64)
 
 @dataclass(frozen=True, slots=True)
 class HubConfig:
-    """What the config file decides: routes, time to live, store limit, local identities.
+    """What the config file decides: routes, time to live, store limit, drain order, local identities.
 
     ``warnings`` are ``(location, reason)`` pairs for parts that were accepted but ignored
     (the hub logs them); ``schema_version`` is as written in the file.
@@ -68,11 +68,20 @@ class HubConfig:
     schema_version: str = "1.1"
     warnings: tuple[tuple[str, str], ...] = ()
     module_desired: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    drain_order: DrainOrder = DrainOrder.FIFO
+    """``storeAndForwardConfiguration.drainOrder``: every endpoint's, unless named below."""
+    drain_order_by_endpoint: Mapping[str, DrainOrder] = field(default_factory=dict)
+    """``storeAndForwardConfiguration.drainOrderByEndpoint``, by endpoint name (``$upstream``,
+    ``/modules/{m}/inputs/{i}``)."""
     identity_desired: Mapping[Identity, dict[str, Any]] = field(default_factory=dict)
     """``identities[].desiredProperties``: desired properties of any identity, by identity."""
     """Module id → its twin's desired properties, from a whole manifest's
     ``modulesContent.{module}["properties.desired"]`` ($edgeAgent and $edgeHub excluded:
     the hub's own desired properties are this config)."""
+
+    def drain_order_of(self, endpoint: str) -> DrainOrder:
+        """The drain order of the endpoint named ``endpoint`` (as its queues are)."""
+        return self.drain_order_by_endpoint.get(endpoint, self.drain_order)
 
 
 def default_config() -> HubConfig:
@@ -151,11 +160,13 @@ def parse_config(document: object, source: str, base_dir: Path | None = None) ->
     identity_desired = _identity_desired(root.get("identities"), "identities", report)
     if report.problems:
         raise ConfigError(report.problems)
-    schema_version, routes, time_to_live_secs, max_store_size_bytes = parsed
+    schema_version, routes, store_and_forward = parsed
     return HubConfig(
         routes=tuple(routes),
-        time_to_live_secs=time_to_live_secs,
-        max_store_size_bytes=max_store_size_bytes,
+        time_to_live_secs=store_and_forward.time_to_live_secs,
+        max_store_size_bytes=store_and_forward.max_size_bytes,
+        drain_order=store_and_forward.drain_order,
+        drain_order_by_endpoint=store_and_forward.drain_order_by_endpoint,
         identities=tuple(identities),
         source=source,
         schema_version=schema_version,
@@ -268,7 +279,15 @@ def _module_desired(root: Mapping[str, object], report: Report) -> dict[str, dic
     return found
 
 
-_Desired = tuple[str, list[RouteSpec], int, int | None]
+@dataclass(frozen=True, slots=True)
+class _StoreAndForward:
+    time_to_live_secs: int = DEFAULT_TIME_TO_LIVE_SECS
+    max_size_bytes: int | None = None
+    drain_order: DrainOrder = DrainOrder.FIFO
+    drain_order_by_endpoint: Mapping[str, DrainOrder] = field(default_factory=dict)
+
+
+_Desired = tuple[str, list[RouteSpec], _StoreAndForward]
 
 
 def _desired_properties(
@@ -276,12 +295,12 @@ def _desired_properties(
 ) -> _Desired:
     """schemaVersion, routes and storeAndForwardConfiguration of the edgeHub twin."""
     if desired is None:
-        return "1.1", [], DEFAULT_TIME_TO_LIVE_SECS, None
+        return "1.1", [], _StoreAndForward()
     schema_version, minor = _schema_version(
         desired.get("schemaVersion"), child_path(path, "schemaVersion"), report
     )
     routes = _routes(desired.get("routes"), child_path(path, "routes"), minor, report)
-    ttl, max_size = _store_and_forward(
+    store_and_forward = _store_and_forward(
         desired.get("storeAndForwardConfiguration"), child_path(path, "storeAndForwardConfiguration"), report
     )
     for key in desired:
@@ -304,7 +323,7 @@ def _desired_properties(
             report.problem(
                 location, "unknown key (known: schemaVersion, routes, storeAndForwardConfiguration)"
             )
-    return schema_version, routes, ttl, max_size
+    return schema_version, routes, store_and_forward
 
 
 _SCHEMA_VERSION: Final = re.compile(r"1\.([0-9]+)(?:\.[0-9]+){0,2}")
@@ -394,14 +413,20 @@ def _route_object(name: str, entry: Mapping[str, object], path: str, report: Rep
     return RouteSpec(name=name, text=text, priority=priority, time_to_live_secs=ttl)
 
 
-def _store_and_forward(value: object, path: str, report: Report) -> tuple[int, int | None]:
-    """``timeToLiveSecs`` (default 7200) and ``storeLimits.maxSizeBytes`` (default: no limit)."""
+_STORE_AND_FORWARD_KEYS: Final = (
+    "timeToLiveSecs", "storeLimits", "maxStorageSpaceBytes", "drainOrder", "drainOrderByEndpoint",
+)
+
+
+def _store_and_forward(value: object, path: str, report: Report) -> _StoreAndForward:
+    """``timeToLiveSecs`` (default 7200), ``storeLimits.maxSizeBytes`` (default: no limit),
+    ``drainOrder`` (default fifo) and ``drainOrderByEndpoint`` (default: none)."""
     if value is None:
-        return DEFAULT_TIME_TO_LIVE_SECS, None
+        return _StoreAndForward()
     obj = json_object(value, path, report)
     if obj is None:
-        return DEFAULT_TIME_TO_LIVE_SECS, None
-    unknown_keys(obj, path, ("timeToLiveSecs", "storeLimits", "maxStorageSpaceBytes"), report)
+        return _StoreAndForward()
+    unknown_keys(obj, path, _STORE_AND_FORWARD_KEYS, report)
     ttl = json_integer(
         obj.get("timeToLiveSecs", DEFAULT_TIME_TO_LIVE_SECS),
         child_path(path, "timeToLiveSecs"),
@@ -420,7 +445,64 @@ def _store_and_forward(value: object, path: str, report: Report) -> tuple[int, i
             report.problem(legacy_path, "give storeLimits.maxSizeBytes only (this is its older name)")
         else:
             max_size = _size_limit(obj["maxStorageSpaceBytes"], legacy_path, report)
-    return DEFAULT_TIME_TO_LIVE_SECS if ttl is None else ttl, max_size
+    order = DrainOrder.FIFO
+    if "drainOrder" in obj:
+        order = _drain_order(obj["drainOrder"], child_path(path, "drainOrder"), report) or order
+    by_endpoint: dict[str, DrainOrder] = {}
+    if "drainOrderByEndpoint" in obj:
+        by_endpoint = _drain_orders_by_endpoint(
+            obj["drainOrderByEndpoint"], child_path(path, "drainOrderByEndpoint"), report,
+        )
+    return _StoreAndForward(DEFAULT_TIME_TO_LIVE_SECS if ttl is None else ttl, max_size, order, by_endpoint)
+
+
+_DRAIN_ORDERS: Final = {order.value.lower(): order for order in DrainOrder}
+_MODULE_INPUT: Final = re.compile(r"/?modules/([^/]+)/inputs/([^/]+)/?", re.IGNORECASE)
+_BROKERED_ENDPOINT: Final = re.compile(r'BrokeredEndpoint\(\s*"([^"]*)"\s*\)', re.IGNORECASE)
+
+
+def _drain_order(value: object, path: str, report: Report) -> DrainOrder | None:
+    """``fifo`` or ``newestFirst`` (any case, as edgeHub reads its enums)."""
+    order = _DRAIN_ORDERS.get(value.strip().lower()) if isinstance(value, str) else None
+    if order is None:
+        report.problem(path, f"must be \"fifo\" or \"newestFirst\" (got {kind_of(value)})")
+    return order
+
+
+def _drain_orders_by_endpoint(value: object, path: str, report: Report) -> dict[str, DrainOrder]:
+    """Endpoint → drain order; an endpoint is ``$upstream`` or a module input, written as
+    ``/modules/{m}/inputs/{i}`` or as in a route, ``BrokeredEndpoint("/modules/{m}/inputs/{i}")``."""
+    obj = json_object(value, path, report)
+    if obj is None:
+        return {}
+    found: dict[str, DrainOrder] = {}
+    for key, entry in obj.items():
+        location = child_path(path, key)
+        endpoint = _endpoint_name(key)
+        if endpoint is None:
+            report.problem(
+                location, 'unknown endpoint: expected $upstream or /modules/<module>/inputs/<input> '
+                '(or BrokeredEndpoint("/modules/<module>/inputs/<input>"))',
+            )
+            continue
+        order = _drain_order(entry, location, report)
+        if endpoint in found:
+            report.problem(location, f"names the endpoint {endpoint} a second time")
+        elif order is not None:
+            found[endpoint] = order
+    return found
+
+
+def _endpoint_name(key: str) -> str | None:
+    """The name the hub gives the endpoint's queues (as the route parser does), or None."""
+    text = key.strip()
+    if text.lower() == "$upstream":
+        return "$upstream"
+    brokered = _BROKERED_ENDPOINT.fullmatch(text)
+    module_input = _MODULE_INPUT.fullmatch(brokered.group(1).strip() if brokered else text)
+    if module_input is None:
+        return None
+    return f"/modules/{module_input.group(1)}/inputs/{module_input.group(2)}"
 
 
 def _store_limits(value: object, path: str, report: Report) -> int | None:

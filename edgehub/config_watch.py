@@ -1,7 +1,8 @@
 """Re-reads the config file when it changes and hands the hub each new, valid HubConfig.
 
-Owns change detection and the rule "a bad new file is refused, the old config stays" (DESIGN §4);
-must not apply a config itself (``on_change`` does) nor wait except through the Clock.
+Owns change detection and the rule "a bad new file is refused, the old config stays"
+(docs/architecture.md §4); must not apply a config itself (``on_change`` does) nor wait except
+through the Clock.
 """
 
 from __future__ import annotations

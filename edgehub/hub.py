@@ -7,6 +7,7 @@ and the ingest path. The only module that knows which store backend exists.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,7 +28,7 @@ from edgehub.errors import EndpointUnavailable
 from edgehub.message import DEFAULT_PRIORITY, Identity, Message
 from edgehub.plugins import Head, UpstreamLink
 from edgehub.routing.router import RouteMatch, Router, compile_routes
-from edgehub.settings import Settings
+from edgehub.settings import Settings, UpstreamIdentityMode
 from edgehub.store.base import Delivery, IngestItem, QueuedMessage, QueueKey, Store
 from edgehub.store.group_commit import GroupCommitter
 from edgehub.store.open import open_store
@@ -36,9 +37,13 @@ from edgehub.twins.edgehub_twin import EdgeHubReported, VersionInfo
 from edgehub.twins.gateway import TwinGateway
 from edgehub.twins.methods import MethodRouter
 from edgehub.twins.notification import twin_change_message
-from edgehub.twins.port import JsonObject, TwinError
+from edgehub.twins.port import ClientPresence, JsonObject, NoPresence, TwinError
 from edgehub.twins.service import TwinService
+from edgehub.upstream.config import SubscriptionScope
 from edgehub.upstream.factory import create_upstream
+from edgehub.upstream.identity_links import IdentityLinks, PresentedTokens
+from edgehub.upstream.mqtt import MqttUpstream
+from edgehub.upstream.per_identity import IdentityTwins, PerIdentityUpstream
 from edgehub.upstream.twin_sync import UpstreamTwins
 
 if TYPE_CHECKING:  # imported where used: a disabled head is never imported
@@ -150,6 +155,9 @@ class Hub:
         self._hub_twin_dirty = asyncio.Event()
         self._desired_version = 0
         self._background: set[asyncio.Task[None]] = set()
+        # Per-identity upstream: tokens clients presented, and who is connected (hub.build_upstream).
+        self.presented_tokens = PresentedTokens()
+        self.upstream_clients: ClientPresence = NoPresence()
 
     # -- HubPort -----------------------------------------------------------------
 
@@ -198,9 +206,11 @@ class Hub:
 
     def client_connected(self, identity: Identity) -> None:
         self._hub_twin_change(self._hub_twin.client_connected(identity, self.clock.time()))
+        self.upstream_clients.client_connected(identity)
 
     def client_disconnected(self, identity: Identity) -> None:
         self._hub_twin_change(self._hub_twin.client_disconnected(identity, self.clock.time()))
+        self.upstream_clients.client_disconnected(identity)
 
     def config_refused(self, reason: str) -> None:
         """A new config file was refused: say so in ``lastDesiredStatus`` too (400, as edgeHub)."""
@@ -263,6 +273,8 @@ class Hub:
         self._routes = build_route_table(config)
         self.registry = build_registry(self.settings, config)
         self.config = config
+        for name, pump in self._pumps.items():  # storeAndForwardConfiguration.drainOrder
+            pump.set_drain_order(config.drain_order_of(name))
         self._apply_desired(config)
         log.info("config reloaded from %s: %d routes", config.source, len(config.routes))
 
@@ -326,7 +338,10 @@ class Hub:
             endpoint = self._endpoint(endpoint_name)
             upstream = endpoint_name == UPSTREAM
             fan_out = self.settings.upstream_fan_out_factor if upstream else LOCAL_IN_FLIGHT_BATCHES
-            pump = EndpointPump(self.store, endpoint, self.clock, max_in_flight_batches=fan_out)
+            pump = EndpointPump(
+                self.store, endpoint, self.clock, max_in_flight_batches=fan_out,
+                drain_order=self.config.drain_order_of(endpoint_name),
+            )
             self._pumps[endpoint_name] = pump
             pump.start()
         return pump
@@ -467,7 +482,8 @@ class HubAssembly:
         if upstream is None:
             lines.append("upstream: standalone (no EdgeHubConnectionString; $upstream messages wait)")
         else:
-            lines.append(f"upstream: {getattr(getattr(upstream, 'config', None), 'url', 'configured')}")
+            mode = " (a connection per sender)" if isinstance(upstream, PerIdentityUpstream) else ""
+            lines.append(f"upstream: {getattr(getattr(upstream, 'config', None), 'url', 'configured')}{mode}")
         return lines
 
 
@@ -485,9 +501,17 @@ def build_registry(settings: Settings, config: HubConfig) -> IdentityRegistry:
 
 
 def server_tls(settings: Settings, config: HubConfig) -> ssl.SSLContext:
-    """The production certificate, or a generated dev CA and server certificate (warned)."""
+    """The production certificate; under the IoT Edge runtime (``IOTEDGE_WORKLOADURI``) one issued by
+    the workload API; else a generated dev CA and server certificate (warned)."""
     if settings.server_certificate_file and settings.server_private_key_file:
         cert, key = settings.server_certificate_file, settings.server_private_key_file
+    elif settings.workload_uri is not None:
+        from edgehub.workload import WorkloadClient, fetch_server_certificate
+
+        client = WorkloadClient(settings.workload_uri, settings.module_id,
+                                settings.module_generation_id or "", settings.workload_api_version)
+        cert, key = fetch_server_certificate(client, settings.edgehub_hostname,
+                                             settings.storage_folder / "certs")
     else:
         dev = ensure_dev_certificates(
             settings.storage_folder / "certs", [settings.edgehub_hostname, settings.iothub_hostname]
@@ -500,7 +524,7 @@ def server_tls(settings: Settings, config: HubConfig) -> ssl.SSLContext:
 def build_heads(
     settings: Settings, config: HubConfig, hub: Hub, status: HubStatus | None = None,
 ) -> list[Head]:
-    """The enabled heads; a disabled head is neither imported nor bound (DESIGN §4).
+    """The enabled heads; a disabled head is neither imported nor bound (docs/architecture.md §4).
 
     MQTT over WebSocket belongs to the HTTP head: with ``mqttSettings__enabled=false`` and
     the HTTP head on, the HTTP head runs an MQTT server without TCP listeners of its own.
@@ -535,7 +559,7 @@ def _mqtt_head(settings: Settings, hub: Hub, tls: ssl.SSLContext, *, tcp: bool) 
 
     auth = RegistryAuthenticator(
         lambda: hub.registry, hub.clock, client_cert_auth=settings.client_cert_auth_enabled,
-        generic_topics=settings.mqtt.generic_topics,
+        generic_topics=settings.mqtt.generic_topics, on_token=hub.presented_tokens.record,
     )
     head_config = MqttHeadConfig(
         host="0.0.0.0", tls_port=settings.mqtt.port, plain_port=settings.mqtt.plain_port,
@@ -556,6 +580,42 @@ def validate_config(settings: Settings) -> Callable[[HubConfig], None]:
     return validate
 
 
+def per_identity(settings: Settings, upstream: MqttUpstream) -> bool:
+    """Whether senders go up on connections of their own (UpstreamIdentityMode): always toward an
+    Azure IoT Hub host in auto mode (it authorizes one identity per connection); a parent edge hub
+    or a broker takes everyone on the hub's own connection, which is cheaper."""
+    mode = settings.upstream_identity_mode
+    if mode is UpstreamIdentityMode.AUTO:
+        return upstream.config.is_iot_hub
+    return mode is UpstreamIdentityMode.PER_IDENTITY
+
+
+def build_upstream(settings: Settings, hub: Hub) -> UpstreamLink | None:
+    """The upstream link and its twin sync, in the connection model ``per_identity`` picks."""
+    own = create_upstream(settings, hub.clock)
+    if own is None:
+        return None
+    if not per_identity(settings, own):
+        # Multiplexed: a parent edge hub holds the twins of every identity below this hub
+        # (edgeHub's nested dialect); a broker answers no twin request and twins stay local.
+        sync = UpstreamTwins(own.config.identity, hub.clock, hub.twin_service, hub.twins, multiplexed=True)
+        own.twins = sync
+        hub.twins.upstream = sync
+        return own
+    # Each device's connection subscribes to its own cloud-to-device messages; the hub's own to its own.
+    own.config = dataclasses.replace(own.config, subscription_scope=SubscriptionScope.OWN)
+    own.twins = UpstreamTwins(own.config.identity, hub.clock, hub.twin_service, hub.twins, multiplexed=False)
+    links = IdentityLinks(
+        own.config, hub.clock, keys=lambda: hub.registry.signing_key, presented=hub.presented_tokens,
+        factory=own.connection_factory, twins=hub.twin_service, methods=hub.twins,
+        idle_timeout=settings.cloud_connection_idle_timeout_secs, max_links=settings.max_connected_clients,
+    )
+    upstream = PerIdentityUpstream(own, links, hub.clock)
+    hub.twins.upstream = IdentityTwins(upstream)
+    hub.upstream_clients = upstream
+    return upstream
+
+
 def assemble(settings: Settings, config_path: Path | None, *, clock: Clock | None = None) -> HubAssembly:
     """Load and validate the config, open the store, build heads. ConfigError / StoreOpenError."""
     config = load_config_file(config_path) if config_path is not None else default_config()
@@ -570,15 +630,7 @@ def assemble(settings: Settings, config_path: Path | None, *, clock: Clock | Non
         recovery=settings.store_recovery,
     )
     hub = Hub(settings, config, store, clock=clock)
-    upstream = create_upstream(settings, hub.clock)
-    if upstream is not None:
-        # A parent edge hub holds the twins of every identity below this hub (edgeHub's nested
-        # dialect); a cloud IoT hub only this hub's own on this connection.
-        sync = UpstreamTwins(upstream.config.identity, hub.clock, hub.twin_service, hub.twins,
-                             multiplexed=not upstream.config.is_iot_hub)
-        upstream.twins = sync
-        hub.twins.upstream = sync
-    hub.upstream = upstream
+    hub.upstream = build_upstream(settings, hub)
     status = HubStatus(hub)
     try:
         hub.heads = build_heads(settings, config, hub, status)

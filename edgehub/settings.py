@@ -1,4 +1,5 @@
-"""Environment variables → one frozen, validated Settings (names and defaults as edgeHub's, DESIGN §4).
+"""Environment variables → one frozen, validated Settings (names and defaults as edgeHub's;
+docs/architecture.md §4).
 
 Owns every variable's name, default, meaning and check; must not open sockets or stores, create
 folders or read the config file (edgehub.config_file does that), only check that named files exist.
@@ -16,6 +17,7 @@ from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -38,8 +40,31 @@ MQTT_MAX_PACKET_BYTES: Final = 268_435_455
 
 CONNECTION_STRING_VARIABLE: Final = "EdgeHubConnectionString"
 
+ENV_ALIASES: Final = {
+    # What edgeHub also reads, and what edgeAgent injects into the edgeHub module's container.
+    CONNECTION_STRING_VARIABLE: ("IotHubConnectionString",),
+    "IotHubHostName": ("IOTEDGE_IOTHUBHOSTNAME",),
+    "EdgeDeviceId": ("IOTEDGE_DEVICEID",),
+    "GatewayHostName": ("IOTEDGE_GATEWAYHOSTNAME",),
+    "EdgeHubHostName": ("EdgeDeviceHostName",),
+}
+"""Each setting's other names: the first name set wins, in this order (the setting's own name first)."""
+
+
+def _names(variable: str) -> AliasChoices:
+    """The ``validation_alias`` of a setting with IoT Edge aliases (ENV_ALIASES)."""
+    return AliasChoices(variable, *ENV_ALIASES.get(variable, ()))
+
 
 # --- enumerations (case-insensitive; edgeHub's spellings accepted) ---------------------------------
+
+
+class UpstreamIdentityMode(StrEnum):
+    """``UpstreamIdentityMode``: which identity each sender's messages go up as."""
+
+    AUTO = "auto"
+    PER_IDENTITY = "perIdentity"
+    MULTIPLEXED = "multiplexed"
 
 
 class UpstreamProtocol(StrEnum):
@@ -55,7 +80,7 @@ StoreBackend = Literal["auto", "rocksdb", "sqlite"]
 """``storeBackend``: which store the hub opens (auto = rocksdb if importable, else sqlite)."""
 
 StoreRecovery = Literal["fail", "quarantine"]
-"""``storeRecovery``: what to do with a corrupt store (DESIGN §1 invariant 8)."""
+"""``storeRecovery``: what to do with a corrupt store (docs/architecture.md §1 invariant 8)."""
 
 
 class LogLevel(StrEnum):
@@ -149,6 +174,13 @@ def _storage_folder(path: Path) -> Path:
 def _hostname(text: str) -> str:
     if (problem := hostname_problem(text)) is not None:
         raise ValueError(problem)
+    return text
+
+
+def _workload_uri(text: str) -> str:
+    scheme, _, rest = text.partition("://")
+    if scheme not in ("unix", "http") or not rest.strip("/"):
+        raise ValueError("must be unix:///path/to/workload.sock or http://host:port")
     return text
 
 
@@ -273,7 +305,7 @@ class Settings(BaseSettings):
     optimize_for_performance: bool = Field(
         default=True,
         validation_alias="OptimizeForPerformance",
-        description="false = low-memory mode (DESIGN §6)",
+        description="false = low-memory mode (docs/architecture.md §6)",
     )
     storage_folder: Annotated[Path, AfterValidator(_storage_folder)] = Field(
         default=Path("data"),
@@ -301,7 +333,7 @@ class Settings(BaseSettings):
     )
     connection_string: Annotated[ConnectionString | None, PlainValidator(_connection_string)] = Field(
         default=None,
-        validation_alias=CONNECTION_STRING_VARIABLE,
+        validation_alias=_names(CONNECTION_STRING_VARIABLE),
         description=(
             "HostName=host[:port];DeviceId=…;ModuleId=$edgeHub;SharedAccessKey=…: the hub's identity "
             "upstream; without it the hub runs standalone (no $upstream delivery, messages wait)"
@@ -309,24 +341,24 @@ class Settings(BaseSettings):
     )
     iothub_hostname: HostName = Field(
         default_factory=_default_iothub_hostname,
-        validation_alias="IotHubHostName",
+        validation_alias=_names("IotHubHostName"),
         description="the hub name in usernames and in SAS sr",
         json_schema_extra=_shown("HostName of EdgeHubConnectionString, else localhost"),
     )
     edge_device_id: Annotated[str, AfterValidator(_device_id)] = Field(
         default_factory=_default_edge_device_id,
-        validation_alias="EdgeDeviceId",
+        validation_alias=_names("EdgeDeviceId"),
         description="the device the local modules belong to",
         json_schema_extra=_shown("DeviceId of EdgeHubConnectionString, else edge"),
     )
     edgehub_hostname: HostName = Field(
         default="localhost",
-        validation_alias="EdgeHubHostName",
+        validation_alias=_names("EdgeHubHostName"),
         description="name in the dev server certificate; SAS sr may use it too",
     )
     gateway_hostname: HostName | None = Field(
         default=None,
-        validation_alias="GatewayHostName",
+        validation_alias=_names("GatewayHostName"),
         description="parent hub for nested deployments (upstream connects there)",
     )
     upstream_tls: bool = Field(
@@ -369,6 +401,17 @@ class Settings(BaseSettings):
     upstream_fan_out_factor: PositiveInt = Field(
         default=10, validation_alias="UpstreamFanOutFactor", description="concurrent upstream sends"
     )
+    upstream_identity_mode: Annotated[UpstreamIdentityMode, _choice(UpstreamIdentityMode)] = Field(
+        default=UpstreamIdentityMode.AUTO,
+        validation_alias="UpstreamIdentityMode",
+        description="perIdentity: a connection per sender; multiplexed: every sender on the hub's own; "
+        "auto: perIdentity toward an Azure IoT Hub host, multiplexed toward a parent edge hub or broker",
+    )
+    cloud_connection_idle_timeout_secs: PositiveSeconds = Field(
+        default=3600,
+        validation_alias="CloudConnectionIdleTimeoutSecs",
+        description="a per-identity upstream connection idle this long closes",
+    )
     message_ack_timeout_secs: PositiveSeconds = Field(
         default=30,
         validation_alias="MessageAckTimeoutSecs",
@@ -392,6 +435,29 @@ class Settings(BaseSettings):
         validation_alias="RuntimeLogLevel",
         description="debug, info, warning or error (edgeHub's verbose/information/warn/fatal too)",
     )
+    workload_uri: Annotated[str, AfterValidator(_workload_uri)] | None = Field(
+        default=None,
+        validation_alias="IOTEDGE_WORKLOADURI",
+        description=(
+            "the IoT Edge workload API (unix:///var/run/iotedge/workload.sock, set by edgeAgent): "
+            "signs the upstream SAS tokens and issues the server certificate"
+        ),
+    )
+    workload_api_version: str = Field(
+        default="2019-01-30",
+        validation_alias="IOTEDGE_APIVERSION",
+        description="api-version of the workload API calls (set by edgeAgent)",
+    )
+    module_id: Annotated[str, AfterValidator(_device_id)] = Field(
+        default="$edgeHub",
+        validation_alias="IOTEDGE_MODULEID",
+        description="the hub's module identity with the workload API (set by edgeAgent)",
+    )
+    module_generation_id: str | None = Field(
+        default=None,
+        validation_alias="IOTEDGE_MODULEGENERATIONID",
+        description="generation id of the hub's module identity; required with IOTEDGE_WORKLOADURI",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -408,7 +474,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
         """Checks across fields; runs only once every field is valid, raises ConfigError."""
-        problems = [*_certificate_pair_problems(self), *_port_clash_problems(self)]
+        problems = [*_certificate_pair_problems(self), *_port_clash_problems(self), *_workload_problems(self)]
         if problems:
             raise ConfigError(problems)
         return self
@@ -419,6 +485,11 @@ def _certificate_pair_problems(settings: Settings) -> Iterator[tuple[str, str]]:
         yield "ServerPrivateKeyFile", "required when ServerCertificateFile is set"
     if settings.server_private_key_file is not None and settings.server_certificate_file is None:
         yield "ServerCertificateFile", "required when ServerPrivateKeyFile is set"
+
+
+def _workload_problems(settings: Settings) -> Iterator[tuple[str, str]]:
+    if settings.workload_uri is not None and not settings.module_generation_id:
+        yield "IOTEDGE_MODULEGENERATIONID", "required when IOTEDGE_WORKLOADURI is set"
 
 
 def _port_clash_problems(settings: Settings) -> Iterator[tuple[str, str]]:
@@ -469,14 +540,29 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         settings = Settings.model_validate(_EnvironmentSource(environ)())
     except ValidationError as exc:
         problems.extend(
-            _problem(error) for error in exc.errors() if error["type"] != "default_factory_not_called"
+            _as_given(_problem(error), environ)
+            for error in exc.errors() if error["type"] != "default_factory_not_called"
         )
         raise ConfigError(problems) from None
     except ConfigError as exc:
-        raise ConfigError(problems + exc.problems) from None
+        raise ConfigError(problems + [_as_given(problem, environ) for problem in exc.problems]) from None
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _as_given(problem: tuple[str, str], environ: Mapping[str, str]) -> tuple[str, str]:
+    """A problem of a setting named as the user set it: ``IOTEDGE_DEVICEID`` rather than
+    ``EdgeDeviceId`` when only the alias is in the environment."""
+    location, reason = problem
+    aliases = ENV_ALIASES.get(location)
+    if not aliases:
+        return problem
+    present = {name.lower() for name, value in environ.items() if value}
+    if location.lower() in present:
+        return problem
+    given = next((alias for alias in aliases if alias.lower() in present), location)
+    return given, reason
 
 
 def _whole_group_problems(environ: Mapping[str, str]) -> Iterator[tuple[str, str]]:
@@ -507,7 +593,10 @@ def _group_variables(name: str, info: FieldInfo) -> list[str]:
 
 
 def _env_name(info: FieldInfo, name: str) -> str:
-    return info.validation_alias if isinstance(info.validation_alias, str) else name
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(first := alias.choices[0], str):
+        return first
+    return alias if isinstance(alias, str) else name
 
 
 def _field_for(model: type[BaseModel], key: object) -> tuple[str, FieldInfo] | None:
@@ -518,7 +607,7 @@ def _field_for(model: type[BaseModel], key: object) -> tuple[str, FieldInfo] | N
     return None
 
 
-_SECRET_VARIABLES: Final = frozenset({CONNECTION_STRING_VARIABLE})
+_SECRET_VARIABLES: Final = frozenset({CONNECTION_STRING_VARIABLE, *ENV_ALIASES[CONNECTION_STRING_VARIABLE]})
 
 _TYPE_REASONS: Final = {
     "int_parsing": "must be a whole number",
@@ -572,7 +661,10 @@ def describe_settings() -> list[tuple[str, str, str]]:
     for name, info in Settings.model_fields.items():
         model = _group_model(info)
         if model is None:
-            rows.append((_env_name(info, name), _shown_default(info), info.description or ""))
+            variable = _env_name(info, name)
+            also = ENV_ALIASES.get(variable, ())
+            meaning = (info.description or "") + (f" (also read as {', '.join(also)})" if also else "")
+            rows.append((variable, _shown_default(info), meaning))
             continue
         prefix = _env_name(info, name)
         rows.extend(

@@ -100,7 +100,7 @@ def ensure_dev_certificates(
     folder: Path, hostnames: Sequence[str], now: datetime | None = None
 ) -> DevCertificates:
     """Create or reuse the dev CA and server certificate in ``folder`` (used when no
-    ``ServerCertificateFile`` is configured, DESIGN §4).
+    ``ServerCertificateFile`` is configured, docs/architecture.md §4).
 
     The CA (EC P-256, ``DEV_CA_VALIDITY``) is kept while valid for more than
     ``DEV_RENEW_BEFORE``. The server certificate (EC P-256, ``DEV_VALIDITY``; SAN: every

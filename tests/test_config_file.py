@@ -27,7 +27,7 @@ from edgehub.config_file import (
 from edgehub.errors import ConfigError
 from edgehub.routing.router import compile_routes
 from edgehub.routing.spec import RouteSpec
-from edgehub.store.base import DEFAULT_PRIORITY
+from edgehub.store.base import DEFAULT_PRIORITY, DrainOrder
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 KEY = base64.b64encode(b"p" * 32).decode()
@@ -125,6 +125,44 @@ def test_store_and_forward_configuration_sets_ttl_and_store_limit() -> None:
     )
 
     assert (config.time_to_live_secs, config.max_store_size_bytes) == (600, 1 << 30)
+
+
+def test_drain_order_is_fifo_unless_configured() -> None:
+    config = parse_config(desired(), "f.json")
+
+    assert config.drain_order is DrainOrder.FIFO
+    assert config.drain_order_of("$upstream") is DrainOrder.FIFO
+    assert default_config().drain_order_of("/modules/filter/inputs/in") is DrainOrder.FIFO
+
+
+def test_drain_order_applies_globally_and_per_endpoint() -> None:
+    config = parse_config(
+        desired(storeAndForwardConfiguration={
+            "drainOrder": "newestFirst",
+            "drainOrderByEndpoint": {
+                "/modules/filter/inputs/in": "fifo",
+                'BrokeredEndpoint("/modules/sink/inputs/raw")': "FIFO",
+                "modules/alarm/inputs/in/": "NewestFirst",
+            },
+        }),
+        "f.json",
+    )
+
+    assert config.drain_order is DrainOrder.NEWEST_FIRST
+    assert config.drain_order_of("$upstream") is DrainOrder.NEWEST_FIRST
+    assert config.drain_order_of("/modules/filter/inputs/in") is DrainOrder.FIFO
+    assert config.drain_order_of("/modules/sink/inputs/raw") is DrainOrder.FIFO
+    assert config.drain_order_of("/modules/alarm/inputs/in") is DrainOrder.NEWEST_FIRST
+
+
+def test_upstream_alone_can_drain_newest_first() -> None:
+    config = parse_config(
+        desired(storeAndForwardConfiguration={"drainOrderByEndpoint": {"$upstream": "newestFirst"}}),
+        "f.json",
+    )
+
+    assert config.drain_order_of("$upstream") is DrainOrder.NEWEST_FIRST
+    assert config.drain_order_of("/modules/filter/inputs/in") is DrainOrder.FIFO
 
 
 def test_edgehub_older_max_storage_space_bytes_is_read_as_the_store_limit() -> None:
@@ -260,6 +298,38 @@ def test_twin_metadata_keys_are_ignored() -> None:
             "give storeLimits.maxSizeBytes only",
         ),
         (desired(storeAndForwardConfiguration=7200), "storeAndForwardConfiguration", "must be a JSON object"),
+        (
+            desired(storeAndForwardConfiguration={"drainOrder": "lifo"}),
+            "storeAndForwardConfiguration.drainOrder",
+            'must be "fifo" or "newestFirst"',
+        ),
+        (
+            desired(storeAndForwardConfiguration={"drainOrder": 1}),
+            "storeAndForwardConfiguration.drainOrder",
+            'must be "fifo" or "newestFirst"',
+        ),
+        (
+            desired(storeAndForwardConfiguration={"drainOrderByEndpoint": "newestFirst"}),
+            "storeAndForwardConfiguration.drainOrderByEndpoint",
+            "must be a JSON object",
+        ),
+        (
+            desired(storeAndForwardConfiguration={"drainOrderByEndpoint": {"$upstream": "oldestLast"}}),
+            "storeAndForwardConfiguration.drainOrderByEndpoint.$upstream",
+            'must be "fifo" or "newestFirst"',
+        ),
+        (
+            desired(storeAndForwardConfiguration={"drainOrderByEndpoint": {"filter": "fifo"}}),
+            "storeAndForwardConfiguration.drainOrderByEndpoint.filter",
+            "unknown endpoint",
+        ),
+        (
+            desired(storeAndForwardConfiguration={"drainOrderByEndpoint": {
+                "/modules/f/inputs/i": "fifo", 'BrokeredEndpoint("/modules/f/inputs/i")': "newestFirst",
+            }}),
+            'storeAndForwardConfiguration.drainOrderByEndpoint["BrokeredEndpoint(\\"/modules/f/inputs/i\\")"]',
+            "a second time",
+        ),
         (desired(storeAndForwardConfig={}), "storeAndForwardConfig", "unknown key"),
         (desired(identities={}), "identities", "must be a list"),
         (desired(identities=["s1"]), "identities[0]", "must be a JSON object"),
@@ -497,7 +567,11 @@ def test_every_example_config_loads_without_problems(path: Path) -> None:
 def test_the_example_configs_are_all_there() -> None:
     assert {path.name for path in CONFIGS.glob("*.json")} >= {
         "default.json",
-        "low-memory.json",
+        "dev.json",
+        "constrained.json",
+        "nested-parent.json",
+        "nested-child.json",
+        "generic-broker.json",
         "deployment-manifest.json",
     }
 

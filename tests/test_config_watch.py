@@ -1,4 +1,5 @@
-"""Tests of edgehub.config_watch: a changed file reaches the hub, a bad one never does (DESIGN §4).
+"""Tests of edgehub.config_watch: a changed file reaches the hub, a bad one never does
+(docs/architecture.md §4).
 
 Polling runs in virtual time on FakeClock; files live under tmp_path.
 """

@@ -1,4 +1,4 @@
-"""Tests of edgehub.settings: names, defaults and every refusal of the environment (DESIGN §4).
+"""Tests of edgehub.settings: names, defaults and every refusal of the environment (docs/architecture.md §4).
 
 Environments are plain dicts; nothing here depends on the real process environment.
 """
@@ -215,6 +215,8 @@ def test_shared_access_key_never_appears_in_repr_or_problems() -> None:
         ("storeRecovery", "ignore", "must be one of fail, quarantine"),
         ("UpstreamProtocol", "Http", "must be one of Mqtt, MqttWs, Amqp, AmqpWs"),
         ("RuntimeLogLevel", "loud", "must be one of debug, info, warning, error"),
+        ("UpstreamIdentityMode", "each", "must be one of auto, perIdentity, multiplexed"),
+        ("CloudConnectionIdleTimeoutSecs", "0", "must be a positive number of seconds"),
         ("MaxUpstreamBatchSize", "0", "must be a positive whole number"),
         ("UpstreamFanOutFactor", "-3", "must be a positive whole number"),
         ("MessageAckTimeoutSecs", "0", "must be a positive number of seconds"),
@@ -367,7 +369,7 @@ def test_none_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert (settings.mqtt.port, settings.log_level) == (1999, LogLevel.WARNING)
 
 
-DESIGN_VARIABLES = [
+DOCUMENTED_VARIABLES = [
     "mqttSettings__enabled",
     "amqpSettings__enabled",
     "httpSettings__enabled",
@@ -401,6 +403,12 @@ DESIGN_VARIABLES = [
     "maxMessageSizeBytes",
     "MaxConnectedClients",
     "RuntimeLogLevel",
+    "UpstreamIdentityMode",
+    "CloudConnectionIdleTimeoutSecs",
+    "IOTEDGE_WORKLOADURI",
+    "IOTEDGE_APIVERSION",
+    "IOTEDGE_MODULEID",
+    "IOTEDGE_MODULEGENERATIONID",
 ]
 
 
@@ -408,7 +416,7 @@ def test_describe_settings_documents_every_variable_once() -> None:
     rows = describe_settings()
     names = [name for name, _, _ in rows]
 
-    assert sorted(names) == sorted(DESIGN_VARIABLES)
+    assert sorted(names) == sorted(DOCUMENTED_VARIABLES)
     assert all(default and meaning for _, default, meaning in rows)
 
 

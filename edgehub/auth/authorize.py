@@ -2,7 +2,7 @@
 
 Pure, allocation-light string logic over IoT Hub MQTT topic names; no I/O, no registry.
 
-Rules (DESIGN §4 "MQTT topics"; edgeHub does not check publish topics, we do):
+Rules (docs/architecture.md §4 "MQTT topics"; edgeHub does not check publish topics, we do):
 
 - publish ``devices/{d}/messages/events/…`` only as device ``d``, and
   ``devices/{d}/modules/{m}/messages/events/…`` only as module ``d/m``; no other

@@ -2,7 +2,7 @@
 
 Immutable once built (a config reload builds a new one); reads only the configured CA files.
 
-Which credentials an identity accepts follows its ``identities`` entry (DESIGN §4):
+Which credentials an identity accepts follows its ``identities`` entry (docs/architecture.md §4):
 
 - ``primaryKey`` / ``secondaryKey``: SAS tokens signed with either key;
 - ``x509Thumbprint``: a client certificate whose SHA-256 or SHA-1 fingerprint

@@ -64,7 +64,7 @@ class Endpoint(Protocol):
     def subscribe_reachable(self, callback: Callable[[], None]) -> Unsubscribe:
         """Call ``callback`` (on the event loop, synchronously) whenever the
         destination becomes reachable again, so a pump waiting out a backoff
-        resumes at once (DESIGN §1 invariant 7; fixes edgeHub's up to 60 s
+        resumes at once (docs/architecture.md §1 invariant 7; fixes edgeHub's up to 60 s
         wait after reconnect, Azure/iotedge PR #7528)."""
         ...
 

@@ -125,7 +125,7 @@ class _ClientEndpoint:
 
     def subscribe_reachable(self, callback: Callable[[], None]) -> Unsubscribe:
         # An offline module's queue drains as soon as it connects, not after a
-        # retry timer (DESIGN §1 invariant 7).
+        # retry timer (docs/architecture.md §1 invariant 7).
         return self._directory.subscribe_attach(self._client, callback)
 
 

@@ -1,6 +1,6 @@
-"""EndpointPump: moves one endpoint's queued messages from the store to the endpoint, in order.
+"""EndpointPump: moves one endpoint's queued messages from the store to the endpoint, in its drain order.
 
-Owns read cursors, batching, the in-flight window, checkpoints, backoff and priority scheduling;
+Owns read cursors, batching, the in-flight window, checkpoints, drain order, backoff and priority scheduling;
 it never appends, routes or expires, and never checkpoints a message the endpoint did not confirm.
 """
 
@@ -21,7 +21,7 @@ from edgehub.endpoints.base import Endpoint, SendResult, Unsubscribe
 from edgehub.errors import EndpointUnavailable, StoreError
 from edgehub.message import MessageId
 from edgehub.metrics import MESSAGES_DROPPED, OPERATION_RETRY, SentRecorder, sender_of
-from edgehub.store.base import DEFAULT_PRIORITY, QueuedMessage, QueueKey, Store
+from edgehub.store.base import DEFAULT_PRIORITY, DrainOrder, QueuedMessage, QueueKey, Store
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,9 @@ DEFAULT_STARVATION_LIMIT: Final = 10
 
 DEFAULT_STOP_GRACE: Final = 5.0
 """Seconds ``stop`` lets in-flight sends finish before cancelling them."""
+
+_MAX_SPANS: Final = 1024
+"""Spans a newest-first queue remembers at most (they merge as the backlog drains)."""
 
 _BEFORE_FIRST: Final[MessageId] = -1
 """Cursor position before every id; the store's read skips what is already checkpointed."""
@@ -61,6 +64,19 @@ class _Batch:
     result: SendResult | None = None  # None once done: raised or was cancelled
     done: bool = False
     task: asyncio.Task[None] | None = None
+    span: _Span | None = None  # newest first: the ids this batch stands for
+
+
+@dataclass(slots=True, eq=False)
+class _Span:
+    """Newest first: a run of ids of one queue that holds no waiting message besides the
+    batch in flight over it (``batch``), or none at all (``batch`` None: delivered). Reads
+    skip spans, so they never wade through what was delivered (RocksDB's tombstones)."""
+
+    first: MessageId
+    last: MessageId
+    batch: _Batch | None
+    full_newest: bool = False  # a full batch from the newest end: counts toward the next oldest-end one
 
 
 @dataclass(slots=True, eq=False)
@@ -74,12 +90,16 @@ class _QueueCursor:
     passed_over: int = 0  # batches served from more urgent queues while this one waited
     broken: bool = False  # a batch fell short: later in-flight batches are not checkpointed
     in_flight: deque[_Batch] = field(default_factory=deque)
+    newest_first: bool = False  # drainOrder newestFirst: the fields below are used, read_after is not
+    spans: list[_Span] = field(default_factory=list)  # sorted, disjoint
+    fresh_batches: int = 0  # full newest-first batches delivered since the last one from the oldest end
+    pending: _Span | None = None  # the span of the batch just read, until it is launched
 
 
 class EndpointPump:
     """Delivers the queues ``QueueKey(endpoint.name, p)`` of one endpoint, most urgent first.
 
-    Order (DESIGN §1 invariant 4): per queue, batches are read and ``send`` is
+    Order (docs/architecture.md §1 invariant 4): per queue, batches are read and ``send`` is
     called strictly in id order; after any shortfall the pump re-reads from its
     last checkpoint, so a retry never overtakes an older message. With
     ``max_in_flight_batches > 1`` (edgeHub's ``UpstreamFanOutFactor``) several
@@ -106,6 +126,20 @@ class EndpointPump:
     urgent traffic keeps >= 90 % against one busy lower priority, and a bulk
     queue still drains at batch rate / 11 instead of never.
 
+    Drain order ``newestFirst`` (edgeHub #2486: a backlog of a million messages hid live
+    data for hours): each batch of a queue is the newest waiting messages not in flight (in
+    id order within the batch, from one run of ids between batches in flight or delivered),
+    so a message that arrives while a backlog waits goes out in the next batch, and the
+    backlog drains behind the live traffic, from its newest end, at whatever rate the live
+    traffic leaves. So that the backlog drains even when live traffic fills the link, and
+    its oldest messages are not always the ones left to expire, after ``starvation_limit``
+    (K) full newest-first batches were delivered the next batch of the queue is its oldest
+    waiting messages (then the backlog gets at least one batch in K + 1; failed sends during
+    an outage do not count). Batches are confirmed one by one (``Store.mark_delivered``), in
+    any order: a shortfall sends only that batch's unconfirmed rest again. Per queue, newest
+    first takes the place of invariant 4's ingest order; priorities are served as above.
+    ``set_drain_order`` switches once the window is empty (it stops filling it until then).
+
     Never spins: when idle it waits for ``notify``; after a failure it waits
     for the backoff or ``on_reachable`` (invariant 7), whichever comes first.
 
@@ -128,6 +162,7 @@ class EndpointPump:
         max_in_flight_batches: int = 1,
         starvation_limit: int = DEFAULT_STARVATION_LIMIT,
         backoff: Backoff | None = None,
+        drain_order: DrainOrder = DrainOrder.FIFO,
     ) -> None:
         limit = endpoint.max_batch_size
         batch_size = limit if batch_size is None else min(batch_size, limit)
@@ -145,6 +180,8 @@ class EndpointPump:
         self._max_in_flight = max_in_flight_batches
         self._starvation_limit = starvation_limit
         self._backoff = backoff or Backoff()
+        self._order = drain_order
+        self._pending_order: DrainOrder | None = None
         self._cursors: list[_QueueCursor] = []  # sorted by priority, most urgent first
         self._by_priority: dict[int, _QueueCursor] = {}
         for priority in priorities:
@@ -170,6 +207,11 @@ class EndpointPump:
     @property
     def state(self) -> PumpState:
         return self._state
+
+    @property
+    def drain_order(self) -> DrainOrder:
+        """The order in force (a change waits for the window to empty)."""
+        return self._order
 
     @property
     def priorities(self) -> list[int]:
@@ -214,6 +256,12 @@ class EndpointPump:
         self._cursor(priority).waiting = True
         self._wake.set()
 
+    def set_drain_order(self, order: DrainOrder) -> None:
+        """Drain in ``order`` from now on (a config reload): the pump stops filling its window,
+        lets the batches in flight come back, then reads in the new order."""
+        self._pending_order = None if order is self._order else order
+        self._wake.set()
+
     def on_reachable(self) -> None:
         """The endpoint is reachable again: end a backoff at once (invariant 7;
         edgeHub waited out its timer, up to 60 s, until PR #7528)."""
@@ -243,6 +291,10 @@ class EndpointPump:
             raise
 
     def _fill_window(self) -> None:
+        if self._pending_order is not None:
+            if self._in_flight_count:
+                return  # the batches in flight settle in the order they were read in
+            self._switch_order(self._pending_order)
         now = now_ms(self._clock)
         while self._in_flight_count < self._max_in_flight:
             try:
@@ -260,9 +312,14 @@ class EndpointPump:
         waiting = [cursor for cursor in self._cursors if cursor.waiting]
         limit = self._starvation_limit
         for cursor in sorted(waiting, key=lambda c: (c.passed_over < limit, c.key.priority)):
-            batch = self._store.read(cursor.key, cursor.read_after, self._batch_size, now)
-            if len(batch) < self._batch_size:
-                cursor.waiting = False
+            if cursor.newest_first:
+                batch = self._read_newest(cursor, now)
+                if not batch:  # a short batch may sit above a backlog: only an empty read ends the wait
+                    cursor.waiting = False
+            else:
+                batch = self._store.read(cursor.key, cursor.read_after, self._batch_size, now)
+                if len(batch) < self._batch_size:
+                    cursor.waiting = False
             if batch:
                 for other in waiting:
                     if other.waiting and other.key.priority > cursor.key.priority:
@@ -271,11 +328,68 @@ class EndpointPump:
                 return cursor, batch
         return None
 
+    def _read_newest(self, cursor: _QueueCursor, now: int) -> list[QueuedMessage]:
+        """The newest waiting messages of ``cursor``'s queue outside its spans: from the gap
+        above every span, else the next gap down; after K full batches, the oldest waiting
+        messages instead (see the class docstring). Leaves the new batch's span in
+        ``cursor.pending``."""
+        size, key, spans = self._batch_size, cursor.key, cursor.spans
+        if cursor.fresh_batches >= self._starvation_limit:
+            cursor.fresh_batches = 0
+            oldest = self._read_oldest(cursor, now)
+            if oldest:
+                return oldest
+        below: MessageId | None = None
+        above = _BEFORE_FIRST
+        batch: list[QueuedMessage] = []
+        for span in reversed(spans):
+            above = span.last
+            batch = self._store.read_newest(key, above, below, size, now)
+            if batch:
+                break
+            below = span.first
+        else:
+            above = _BEFORE_FIRST
+            batch = self._store.read_newest(key, above, below, size, now)
+        if not batch:
+            return batch
+        # The batch is the newest of its gap: nothing waits above it up to the gap's end, and
+        # when it is short, nothing below it either.
+        first = above + 1 if len(batch) < size else batch[0].id
+        last = below - 1 if below is not None else batch[-1].id
+        cursor.pending = _Span(max(first, 0), last, None, full_newest=len(batch) == size)
+        return batch
+
+    def _read_oldest(self, cursor: _QueueCursor, now: int) -> list[QueuedMessage]:
+        """The oldest waiting messages outside the spans, from the lowest gap that holds any."""
+        size, key = self._batch_size, cursor.key
+        above = _BEFORE_FIRST
+        for span in [*cursor.spans, None]:
+            bound = None if span is None else span.first
+            read = self._store.read(key, above, size, now)
+            batch = [m for m in read if bound is None or m.id < bound]
+            if batch:
+                # Nothing waits between the gap's start and the batch; up to the span above when
+                # the read ran into it.
+                last = bound - 1 if bound is not None and len(batch) < size else batch[-1].id
+                cursor.pending = _Span(max(above + 1, 0), last, None)
+                return batch
+            if span is not None:
+                above = span.last
+        return []
+
     def _launch(self, cursor: _QueueCursor, messages: list[QueuedMessage]) -> None:
         # A reachability signal older than this send says nothing about its outcome.
         self._resume.clear()
         batch = _Batch(cursor, messages, started=self._clock.monotonic())
-        cursor.read_after = messages[-1].id
+        if cursor.newest_first:
+            span, cursor.pending = cursor.pending, None
+            assert span is not None
+            span.batch = batch
+            batch.span = span
+            bisect.insort(cursor.spans, span, key=lambda s: s.first)
+        else:
+            cursor.read_after = messages[-1].id
         cursor.in_flight.append(batch)
         self._in_flight_count += 1
         batch.task = asyncio.create_task(self._send(batch), name=f"send {cursor.key}")
@@ -296,6 +410,12 @@ class EndpointPump:
     def _settle_completed(self) -> None:
         """Checkpoint each queue's leading completed batches, in send order."""
         for cursor in self._cursors:
+            if cursor.newest_first:  # each batch on its own, in any order
+                for batch in [batch for batch in cursor.in_flight if batch.done]:
+                    cursor.in_flight.remove(batch)
+                    self._in_flight_count -= 1
+                    self._release(cursor, batch, self._settle_newest(batch))
+                continue
             while cursor.in_flight and cursor.in_flight[0].done:
                 self._in_flight_count -= 1
                 self._settle(cursor.in_flight.popleft())
@@ -335,6 +455,70 @@ class EndpointPump:
             # progress at all it counts as a failure and backs off.
             self._fall_short(cursor, failed=not covered)
 
+    def _settle_newest(self, batch: _Batch) -> int:
+        """A newest-first batch came back: mark what the endpoint confirmed delivered (returns
+        how many, from the batch's start); the rest waits again, read again after the drain."""
+        cursor = batch.queue
+        result = batch.result
+        if result is None:
+            self._went_offline()
+            self._fall_short(cursor, failed=True)
+            return 0
+        messages = batch.messages
+        count = len(messages)
+        delivered = min(result.delivered, count)
+        if result.delivered > count:
+            log.warning("endpoint %s confirmed %d of %d messages", self._name, result.delivered, count)
+        rejected = result.rejected and delivered < count
+        covered = delivered + 1 if rejected else delivered  # a rejected message is dropped: marked delivered
+        if covered:
+            try:
+                self._store.mark_delivered(cursor.key, [m.id for m in messages[:covered]])
+            except StoreError:
+                log.exception(
+                    "endpoint %s: marking %d messages of %s delivered failed; they will be sent again",
+                    self._name, covered, cursor.key,
+                )
+                self._fall_short(cursor, failed=True)
+                return 0
+            if delivered:
+                self._sent.record(
+                    cursor.key.priority, [m.message for m in messages[:delivered]],
+                    self._clock.monotonic() - batch.started, now_ms(self._clock),
+                )
+            if rejected:
+                MESSAGES_DROPPED.labels("rejected", *sender_of(messages[delivered].message)).inc()
+                log.warning("endpoint %s rejected message %d; dropped", self._name, messages[delivered].id)
+            self._progressed()
+        if covered < count:
+            self._fall_short(cursor, failed=not covered)
+        return covered
+
+    def _release(self, cursor: _QueueCursor, batch: _Batch, covered: int) -> None:
+        """The span of a settled newest-first batch: delivered up to its first unconfirmed
+        message (merged with delivered neighbours), or gone when nothing was confirmed."""
+        span = batch.span
+        if span is None:
+            return
+        spans = cursor.spans
+        index = spans.index(span)
+        if covered and span.full_newest:  # only delivered batches age the backlog, not failed reads
+            cursor.fresh_batches += 1
+        if covered < len(batch.messages):
+            span.last = batch.messages[covered].id - 1
+        if not covered or span.last < span.first:
+            del spans[index]
+            return
+        span.batch = None
+        after = spans[index + 1] if index + 1 < len(spans) else None
+        if after is not None and after.batch is None and after.first == span.last + 1:
+            span.last = spans.pop(index + 1).last
+        if index and spans[index - 1].batch is None and spans[index - 1].last + 1 == span.first:
+            spans[index - 1].last = span.last
+            del spans[index]
+        if len(spans) > _MAX_SPANS:  # only a hint for reads: forget the delivered ones
+            cursor.spans = [kept for kept in spans if kept.batch is not None]
+
     def _checkpoint(self, cursor: _QueueCursor, upto: MessageId) -> bool:
         try:
             self._store.checkpoint(cursor.key, upto)
@@ -369,7 +553,9 @@ class EndpointPump:
         failed, self._failed, self._draining = self._failed, False, False
         for cursor in self._cursors:
             cursor.broken = False
-            if cursor.read_after != cursor.checkpointed:
+            if cursor.newest_first:
+                cursor.waiting = True  # what came back unconfirmed is waiting again
+            elif cursor.read_after != cursor.checkpointed:
                 cursor.read_after = cursor.checkpointed
                 cursor.waiting = True
         return failed
@@ -411,10 +597,22 @@ class EndpointPump:
 
     # -- queues ----------------------------------------------------------------
 
+    def _switch_order(self, order: DrainOrder) -> None:
+        """Take up ``order`` with an empty window: every queue is read afresh from the store."""
+        log.info("endpoint %s: drain order %s", self._name, order.value)
+        self._order, self._pending_order = order, None
+        for cursor in self._cursors:
+            cursor.newest_first = order is DrainOrder.NEWEST_FIRST
+            cursor.read_after = cursor.checkpointed = _BEFORE_FIRST
+            cursor.fresh_batches = 0
+            cursor.spans = []
+            cursor.waiting = True
+
     def _cursor(self, priority: int) -> _QueueCursor:
         cursor = self._by_priority.get(priority)
         if cursor is None:
-            cursor = _QueueCursor(QueueKey(self._name, priority))
+            newest_first = self._order is DrainOrder.NEWEST_FIRST
+            cursor = _QueueCursor(QueueKey(self._name, priority), newest_first=newest_first)
             self._by_priority[priority] = cursor
             bisect.insort(self._cursors, cursor, key=lambda c: c.key.priority)
         return cursor

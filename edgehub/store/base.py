@@ -1,19 +1,20 @@
 """The Store protocol: what the hub, the pumps and the CLI need of a durable store.
 
 Only types and the protocol live here; backends (rocksdb, sqlite, memory) live
-beside it and only edgehub.hub chooses one. See DESIGN.md §5 for the format.
+beside it and only edgehub.hub chooses one. See docs/architecture.md §5 for the format.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from edgehub.message import DEFAULT_PRIORITY, Message, MessageId
 
-__all__ = ["DEFAULT_PRIORITY", "Delivery", "IngestItem", "QueueKey", "QueueStats", "QueuedMessage", "Store",
-           "StoreStats"]
+__all__ = ["DEFAULT_PRIORITY", "Delivery", "DrainOrder", "IngestItem", "QueueKey", "QueueStats",
+           "QueuedMessage", "Store", "StoreStats"]
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -25,6 +26,15 @@ class QueueKey:
 
     def __str__(self) -> str:
         return f"{self.endpoint}/{self.priority}"
+
+
+class DrainOrder(enum.Enum):
+    """Which waiting messages of a queue go first (``storeAndForwardConfiguration.drainOrder``)."""
+
+    FIFO = "fifo"
+    """Oldest first, in ingest order (docs/architecture.md §1 invariant 4); edgeHub's only order."""
+    NEWEST_FIRST = "newestFirst"
+    """The newest waiting messages first, so live data overtakes a backlog (edgeHub #2486)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +104,21 @@ class Store(Protocol):
         skipping every one whose expiry is <= ``now_ms`` and every checkpointed one."""
         ...
 
+    def read_newest(
+        self, queue: QueueKey, above: MessageId, below: MessageId | None, limit: int, now_ms: int,
+    ) -> list[QueuedMessage]:
+        """Up to ``limit`` waiting messages of ``queue`` with ``above < id < below`` (None: no
+        bound): the newest of them, in id order; skips expired and delivered ones."""
+        ...
+
     def checkpoint(self, queue: QueueKey, upto: MessageId) -> None:
         """Mark every message of ``queue`` with id <= ``upto`` delivered; reclaim
         the bodies no other queue still needs, all in one write batch."""
+        ...
+
+    def mark_delivered(self, queue: QueueKey, ids: Sequence[MessageId]) -> None:
+        """Mark exactly the messages ``ids`` of ``queue`` delivered, wherever they sit in it
+        (newest first); reclaim the bodies no other queue still needs, in one write batch."""
         ...
 
     def expire(self, now_ms: int) -> dict[QueueKey, int]:

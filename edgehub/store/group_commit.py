@@ -1,4 +1,4 @@
-"""Group commit (DESIGN §1 invariant 3): appends of one event-loop turn share one write batch.
+"""Group commit (docs/architecture.md §1 invariant 3): appends of one event-loop turn share one write batch.
 
 Owns the async front of Store.append and the store's writer thread; it never
 acks early (a caller resumes only after the batch holding its items returned).

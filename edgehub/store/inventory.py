@@ -25,6 +25,7 @@ from edgehub.store.kv import (
 from edgehub.store.records import (
     EXPIRY_HEAD,
     EXPIRY_KEY,
+    FORMAT_IN_ORDER,
     FORMAT_VERSION,
     ID_BYTES,
     META_EXPIRED_UPTO,
@@ -33,6 +34,7 @@ from edgehub.store.records import (
     QUEUE_STOP,
     U32,
     U64,
+    decode_checkpoint,
     decode_queue_value,
 )
 
@@ -45,16 +47,19 @@ class NewerFormatError(StoreOpenError):
 
 @dataclass(slots=True)
 class LiveCounts:
-    """Checkpoint and waiting refs per queue prefix, and the live bodies' count and bytes."""
+    """Checkpoint, highest id delivered above it (out of order, else absent) and waiting refs
+    per queue prefix, and the live bodies' count and bytes."""
 
     checkpoints: dict[bytes, int] = field(default_factory=dict)
+    delivered_above: dict[bytes, int] = field(default_factory=dict)
     lengths: dict[bytes, int] = field(default_factory=dict)
     size: int = 0
     count: int = 0
 
 
-def read_meta(kv: KeyValue, location: str, read_only: bool) -> tuple[int, int]:
-    """(next id, expired-up-to time) of the store; marks a brand-new store with our format.
+def read_meta(kv: KeyValue, location: str, read_only: bool) -> tuple[int, int, int]:
+    """(next id, expired-up-to time, format version) of the store; marks a brand-new store
+    with FORMAT_IN_ORDER (see edgehub.store.records).
     Refuses a newer format and reports a damaged one as StoreCorruptError."""
     version = kv.get(META, META_FORMAT)
     if version is None:
@@ -62,10 +67,10 @@ def read_meta(kv: KeyValue, location: str, read_only: bool) -> tuple[int, int]:
             raise StoreCorruptError(location, "format version missing in a non-empty store")
         if not read_only:
             batch = WriteBatch()
-            batch.put(META, META_FORMAT, U32.pack(FORMAT_VERSION))
+            batch.put(META, META_FORMAT, U32.pack(FORMAT_IN_ORDER))
             batch.put(META, META_NEXT_ID, U64.pack(FIRST_ID))
             kv.write(batch, sync=True)
-        return FIRST_ID, 0
+        return FIRST_ID, 0, FORMAT_IN_ORDER
     if len(version) != U32.size:
         raise StoreCorruptError(location, "format version unreadable")
     found = U32.unpack(version)[0]
@@ -79,14 +84,17 @@ def read_meta(kv: KeyValue, location: str, read_only: bool) -> tuple[int, int]:
     if next_id is None or len(next_id) != U64.size:
         raise StoreCorruptError(location, "id counter missing")
     expired = kv.get(META, META_EXPIRED_UPTO)
-    return U64.unpack(next_id)[0], U64.unpack(expired)[0] if expired is not None else 0
+    return U64.unpack(next_id)[0], U64.unpack(expired)[0] if expired is not None else 0, found
 
 
 def count_live(kv: KeyValue) -> LiveCounts:
     """One pass over checkpoints, queues and the expiry index (never the bodies)."""
     counts = LiveCounts()
     for prefix, value in scan_all(kv, CHECKPOINTS, b"", b"\xff"):
-        counts.checkpoints[prefix] = U64.unpack(value)[0]
+        upto, above = decode_checkpoint(value)
+        counts.checkpoints[prefix] = upto
+        if above > upto:
+            counts.delivered_above[prefix] = above
     for key, _ in scan_all(kv, QUEUES, b"", b"\xff"):
         prefix = key[:-ID_BYTES]
         counts.lengths[prefix] = counts.lengths.get(prefix, 0) + 1

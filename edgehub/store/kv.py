@@ -11,7 +11,7 @@ from typing import Final, Protocol
 
 from edgehub.errors import StoreOpenError
 
-# Tables, as indexes into WriteBatch and backend handle tuples (DESIGN §5).
+# Tables, as indexes into WriteBatch and backend handle tuples (docs/architecture.md §5).
 MESSAGES: Final = 0
 QUEUES: Final = 1
 CHECKPOINTS: Final = 2
@@ -66,6 +66,10 @@ class KeyValue(Protocol):
 
     def scan(self, table: int, start: bytes, stop: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         """Up to ``limit`` pairs with ``start <= key < stop``, in key order."""
+        ...
+
+    def scan_reverse(self, table: int, start: bytes, stop: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` pairs with ``start <= key < stop``, the last first (newest-first reads)."""
         ...
 
     def write(self, batch: WriteBatch, *, sync: bool) -> None:

@@ -1,7 +1,7 @@
 """The in-memory backend: sorted dict tables behind the KeyValue contract, and MemoryStore.
 
 For tests and fakes only; it is never durable and the hub never falls back to it
-(DESIGN §1 invariant 8).
+(docs/architecture.md §1 invariant 8).
 """
 
 from __future__ import annotations
@@ -41,6 +41,14 @@ class MemoryKeyValue:
             low = bisect.bisect_left(keys, start)
             high = min(bisect.bisect_left(keys, stop, low), low + limit)
             return [(key, values[key]) for key in keys[low:high]]
+
+    def scan_reverse(self, table: int, start: bytes, stop: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        with self._lock:
+            keys = self._keys[table]
+            values = self._values[table]
+            high = bisect.bisect_left(keys, stop)
+            low = max(bisect.bisect_left(keys, start, 0, high), high - limit)
+            return [(key, values[key]) for key in reversed(keys[low:high])]
 
     def write(self, batch: WriteBatch, *, sync: bool) -> None:
         with self._lock:

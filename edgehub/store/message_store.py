@@ -1,7 +1,17 @@
 """MessageStore: the Store protocol once for every backend, over a KeyValue.
 
-Owns ids, queues, checkpoints, expiry, reclaim and size accounting (DESIGN §1
+Owns ids, queues, checkpoints, expiry, reclaim and size accounting (docs/architecture.md §1
 invariants 1, 2, 5, 6, §5); knows nothing of RocksDB or SQLite and never awaits.
+
+Delivered refs. A ref is waiting exactly while its queue entry exists: ``checkpoint``
+(oldest first) deletes the entries up to an id and moves the queue's checkpoint there;
+``mark_delivered`` (``drainOrder`` newestFirst) deletes the entries of exactly the given
+ids, anywhere in the queue, and moves the checkpoint over every entry now gone at its
+start. A queue with entries deleted above its checkpoint keeps the highest such id
+beside the checkpoint (format 2, see edgehub.store.records), durable in the same write
+batch; only for ids at or below it does "is this ref delivered" cost a lookup of the
+entry, so a queue drained oldest first pays nothing. A body is reclaimed when each of
+its refs is delivered either way or expired.
 """
 
 from __future__ import annotations
@@ -30,13 +40,17 @@ from edgehub.store.kv import (
 from edgehub.store.records import (
     EXPIRY_KEY,
     EXPIRY_SIZE_AND_REFS,
+    FORMAT_VERSION,
     META_EXPIRED_UPTO,
+    META_FORMAT,
     META_NEXT_ID,
     QUEUE_STOP,
     QUEUE_VALUE,
     RECORD_KEY_BYTES,
+    U32,
     U64,
     Ref,
+    checkpoint_value,
     decode_expiry_value,
     decode_message,
     decode_queue_value,
@@ -84,8 +98,8 @@ class MessageStore:
     In memory it keeps one checkpoint and one length per queue, the id counter,
     the size and the message count (all recomputed at open), and, when
     ``recent_messages`` > 0, the last that many appended messages so a pump that
-    keeps up reads them without a store lookup (low-memory mode keeps none: DESIGN
-    §6). One lock orders every write; reads take no lock.
+    keeps up reads them without a store lookup (low-memory mode keeps none:
+    docs/architecture.md §6). One lock orders every write; reads take no lock.
     """
 
     def __init__(
@@ -113,6 +127,9 @@ class MessageStore:
         self._prefixes: dict[QueueKey, bytes] = {}
         self._queues_by_prefix: dict[bytes, QueueKey] = {}
         self._checkpoints: dict[QueueKey, int] = {}
+        # queue -> highest id delivered out of order above its checkpoint (absent: none).
+        self._delivered_above: dict[QueueKey, int] = {}
+        self._format = FORMAT_VERSION  # set from the store by _recover
         self._lengths: dict[QueueKey, int] = {}
         self._next_id = self._expired_upto = 0  # set from the tables by _recover
         self._size = self._count = 0
@@ -122,12 +139,16 @@ class MessageStore:
 
     def _recover(self) -> None:
         try:
-            self._next_id, self._expired_upto = read_meta(self._kv, self._location, self._read_only)
+            self._next_id, self._expired_upto, self._format = read_meta(
+                self._kv, self._location, self._read_only,
+            )
             found = count_live(self._kv)
             for prefix, upto in found.checkpoints.items():
                 queue = self._queue_of(prefix)
                 self._checkpoints[queue] = upto
                 self._lengths[queue] = 0
+            for prefix, above in found.delivered_above.items():
+                self._delivered_above[self._queue_of(prefix)] = above
             for prefix, length in found.lengths.items():
                 queue = self._queue_of(prefix)
                 self._lengths[queue] = self._lengths.get(queue, 0) + length
@@ -285,6 +306,36 @@ class MessageStore:
                 break
             start = rows[-1][0] + b"\x00"
         del live[limit:]
+        return self._materialize(queue, live)
+
+    def read_newest(
+        self, queue: QueueKey, above: MessageId, below: MessageId | None, limit: int, now_ms: int,
+    ) -> list[QueuedMessage]:
+        """Up to ``limit`` waiting messages of ``queue`` with ``above < id < below`` (``below``
+        None: no upper bound): the newest of them, returned in id order; skips every expired
+        and every delivered one (``drainOrder`` newestFirst reads the head of a queue)."""
+        prefix = self._prefixes.get(queue)
+        if prefix is None or limit <= 0:
+            return []
+        start = prefix + U64.pack(max(above, self._checkpoints.get(queue, 0)) + 1)
+        stop = prefix + (QUEUE_STOP if below is None else U64.pack(max(below, 0)))
+        live: list[tuple[int, int]] = []
+        while len(live) < limit and start < stop:
+            want = max(limit - len(live), _MIN_READ_SCAN)
+            rows = self._kv.scan_reverse(QUEUES, start, stop, want)
+            for _, value in rows:
+                message_id, expiry = QUEUE_VALUE.unpack_from(value)
+                if expiry > now_ms:  # invariant 5
+                    live.append((message_id, expiry))
+            if len(rows) < want:
+                break
+            stop = rows[-1][0]
+        del live[limit:]
+        live.reverse()
+        return self._materialize(queue, live)
+
+    def _materialize(self, queue: QueueKey, live: list[tuple[int, int]]) -> list[QueuedMessage]:
+        """The messages of (id, expiry) pairs read from ``queue``, from the recent cache or the store."""
         recent = self._recent
         messages: list[Message | None] = [
             entry[0] if (entry := recent.get(message_id)) is not None else None for message_id, _ in live
@@ -303,17 +354,26 @@ class MessageStore:
 
     # -- checkpoint and reclaim ---------------------------------------------------
 
-    def _is_done(self, message_id: int, refs: list[Ref], delivered: bytes, upto: int) -> bool:
-        """Every ref of the message was delivered (the queue with prefix ``delivered``
-        now up to ``upto``) or removed by an expire run."""
+    def _is_done(self, message_id: int, refs: list[Ref], delivered: bytes) -> bool:
+        """Every ref of the message was delivered (its ref in the queue with prefix
+        ``delivered`` is being delivered now) or removed by an expire run."""
         expired_upto = self._expired_upto
         for prefix, expiry in refs:
-            if expiry <= expired_upto:
+            if prefix == delivered or expiry <= expired_upto:
                 continue
-            checkpoint = upto if prefix == delivered else self._checkpoints.get(self._queue_of(prefix), 0)
-            if checkpoint < message_id:
+            queue = self._queue_of(prefix)
+            if self._checkpoints.get(queue, 0) < message_id and not self._delivered_out_of_order(
+                queue, prefix, message_id,
+            ):
                 return False
         return True
+
+    def _delivered_out_of_order(self, queue: QueueKey, prefix: bytes, message_id: int) -> bool:
+        """The ref of ``message_id`` (above the checkpoint of ``queue``) was delivered by
+        ``mark_delivered``: its entry is gone. Free for a queue drained oldest first."""
+        if self._delivered_above.get(queue, 0) < message_id:
+            return False
+        return self._kv.get(QUEUES, prefix + U64.pack(message_id)) is None
 
     def _reclaim(self, batch: WriteBatch, message_id: int, refs: list[Ref], record_size: int) -> None:
         batch.delete(MESSAGES, U64.pack(message_id))
@@ -333,19 +393,79 @@ class MessageStore:
             refs = list(scan_all(self._kv, QUEUES, prefix + U64.pack(old + 1), prefix + U64.pack(upto + 1)))
             batch = WriteBatch()
             size, count = self._size, self._count
+            above = self._delivered_above.get(queue, 0)
             try:
-                self._deliver_refs(batch, refs, prefix, upto)
-                batch.put(CHECKPOINTS, prefix, U64.pack(upto))
+                self._deliver_refs(batch, refs, prefix)
+                batch.put(CHECKPOINTS, prefix, checkpoint_value(upto, above))
                 self._kv.write(batch, sync=False)
             except BaseException:
                 self._size, self._count = size, count
                 raise
             self._checkpoints[queue] = upto
+            if above and above <= upto:
+                del self._delivered_above[queue]
             self._lengths[queue] = self._lengths.get(queue, 0) - len(refs)
 
-    def _deliver_refs(
-        self, batch: WriteBatch, refs: list[tuple[bytes, bytes]], prefix: bytes, upto: int,
-    ) -> None:
+    def mark_delivered(self, queue: QueueKey, ids: Sequence[MessageId]) -> None:
+        with self._lock:
+            self._check_writable()
+            old = self._checkpoints.get(queue, 0)
+            wanted = sorted({message_id for message_id in ids if old < message_id < self._next_id})
+            if not wanted:
+                return
+            prefix = self._prefix_of(queue)
+            keys = [prefix + U64.pack(message_id) for message_id in wanted]
+            refs = [
+                (key, value)
+                for key, value in zip(keys, self._kv.multi_get(QUEUES, keys), strict=True)
+                if value is not None  # else delivered already or expired
+            ]
+            if not refs:
+                return
+            upto = self._prefix_end(prefix, old, {key for key, _ in refs})
+            above = max(self._delivered_above.get(queue, 0), U64.unpack_from(refs[-1][0], len(prefix))[0])
+            if above <= upto:
+                above = 0
+            batch = WriteBatch()
+            size, count = self._size, self._count
+            try:
+                self._deliver_refs(batch, refs, prefix)
+                batch.put(CHECKPOINTS, prefix, checkpoint_value(upto, above))
+                if above and self._format < FORMAT_VERSION:  # the first out-of-order delivery
+                    batch.put(META, META_FORMAT, U32.pack(FORMAT_VERSION))
+                self._kv.write(batch, sync=False)
+            except BaseException:
+                self._size, self._count = size, count
+                raise
+            self._checkpoints[queue] = upto
+            if above:
+                self._delivered_above[queue] = above
+                self._format = FORMAT_VERSION
+            else:
+                self._delivered_above.pop(queue, None)
+            self._lengths[queue] = self._lengths.get(queue, 0) - len(refs)
+
+    def _prefix_end(self, prefix: bytes, checkpoint: int, gone: set[bytes]) -> int:
+        """The new checkpoint of a queue once the entries ``gone`` are deleted: just before
+        the first entry left after ``checkpoint``, or the last id assigned when none is.
+
+        Reads one entry, then more only while they are all in ``gone``, so a run of entries
+        deleted earlier beyond the first one left is never walked (RocksDB keeps their
+        tombstones until a compaction)."""
+        start, stop = prefix + U64.pack(checkpoint + 1), prefix + QUEUE_STOP
+        want = 1
+        while True:
+            rows = self._kv.scan(QUEUES, start, stop, want)
+            for key, _ in rows:
+                if key not in gone:
+                    first_left: int = U64.unpack_from(key, len(prefix))[0]
+                    return max(checkpoint, first_left - 1)
+            if len(rows) < want:
+                return self._next_id - 1
+            start = rows[-1][0] + b"\x00"
+            want = min(2 * want, len(gone) + 1)
+
+    def _deliver_refs(self, batch: WriteBatch, refs: list[tuple[bytes, bytes]], prefix: bytes) -> None:
         """Delete the delivered refs of one queue; reclaim each body no other ref still needs."""
         values = [decode_queue_value(value) for _, value in refs]
         recent = self._recent
@@ -372,7 +492,7 @@ class MessageStore:
                 self._count -= 1
                 continue
             _, _, _, message_refs = decode_expiry_value(head)
-            if self._is_done(message_id, message_refs, prefix, upto):
+            if self._is_done(message_id, message_refs, prefix):
                 self._reclaim(batch, message_id, message_refs, record_size)
 
     def expire(self, now_ms: int) -> dict[QueueKey, int]:
@@ -441,6 +561,8 @@ class MessageStore:
             queue = self._queue_of(prefix)
             if self._checkpoints.get(queue, 0) >= message_id or expiry <= previous:
                 continue  # delivered, or removed by an earlier run
+            if self._delivered_out_of_order(queue, prefix, message_id):
+                continue
             if expiry > upto:
                 done = False
                 continue
@@ -490,6 +612,15 @@ class MessageStore:
     def checkpoint_of(self, queue: QueueKey) -> MessageId:
         """The last delivered id of ``queue`` (0 when none)."""
         return self._checkpoints.get(queue, 0)
+
+    def delivered_above_of(self, queue: QueueKey) -> MessageId:
+        """The highest id of ``queue`` delivered out of order above its checkpoint (0 when none)."""
+        return self._delivered_above.get(queue, 0)
+
+    @property
+    def format_version(self) -> int:
+        """The store's format version (1 until a queue had refs delivered out of order)."""
+        return self._format
 
     @property
     def next_id(self) -> MessageId:

@@ -1,6 +1,6 @@
 """Opening the durable store: backend choice, refusal of broken stores, quarantine.
 
-DESIGN §1 invariant 8: a store that cannot be opened raises StoreOpenError (or,
+docs/architecture.md §1 invariant 8: a store that cannot be opened raises StoreOpenError (or,
 with ``storeRecovery=quarantine``, is moved aside loudly); never a memory fallback.
 """
 
@@ -28,7 +28,7 @@ RECENT_MESSAGES: Final = 4096
 
 
 def rocksdb_available() -> bool:
-    """True where the rocksdict wheel is installed (not on 32-bit ARM, DESIGN §3)."""
+    """True where the rocksdict wheel is installed (not on 32-bit ARM, docs/architecture.md §3)."""
     return importlib.util.find_spec("rocksdict") is not None
 
 

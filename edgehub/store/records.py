@@ -1,4 +1,4 @@
-"""Byte layouts of the store's keys and values (DESIGN §5), shared by every backend.
+"""Byte layouts of the store's keys and values (docs/architecture.md §5), shared by every backend.
 
 Pure functions over bytes with precompiled structs: no I/O, no state, no JSON or
 pickle on the per-message path.
@@ -14,10 +14,19 @@ Layouts (all integers big-endian, so keys sort as numbers):
   NUL; or, when a string holds a NUL, ``u32`` lengths then the strings), the body
 - queues: ``prefix ‖ id u64`` → ``id u64 ‖ expiry u64``, plus ``index time u64``
   when the expiry was already past the last expire run (see MessageStore)
-- checkpoints: ``prefix`` → last delivered id u64
+- checkpoints: ``prefix`` → last delivered id u64 (every ref of the queue up to it is
+  delivered), plus, in format 2 only while refs above it were delivered out of order
+  (``drainOrder`` newestFirst), the highest such id u64; see MessageStore
 - expiry: ``expiry u64 ‖ id u64`` → ``record size u32`` ‖ the record up to the
   end of its refs, so expiry runs and reopen never read bodies
 - twins: ``identity id utf-8`` → the twin record (JSON; edgehub.twins.service owns it)
+
+Format 1 is what a new store starts as: every queue's delivered refs are a prefix, one id.
+Format 2 adds the second checkpoint id; a store is marked 2 by the first out-of-order delivery,
+in the same write batch, so a store only ever drained oldest first stays 1 and an older hub
+still opens it, while an older hub refuses a format 2 store plainly (NewerFormatError, never a
+quarantine). A format 1 store opens unchanged: its 8-byte checkpoint values are format 2's
+"nothing delivered out of order".
 
 The twins table was added without a format bump: it is additive (the message layouts
 did not change), a store without it opens and gets it (RocksDB creates the missing
@@ -37,12 +46,16 @@ from typing import Final
 from edgehub.message import EMPTY_PROPERTIES, Message
 from edgehub.store.base import QueueKey
 
-FORMAT_VERSION: Final = 1
-"""Bumped on any incompatible layout change; an older hub refuses a newer store."""
+FORMAT_VERSION: Final = 2
+"""The newest layout this hub reads; bumped on any incompatible change (older hubs refuse newer stores)."""
+FORMAT_IN_ORDER: Final = 1
+"""What a new store is marked with until a queue has refs delivered out of order (then FORMAT_VERSION)."""
 
 U32: Final = Struct(">I")
 U64: Final = Struct(">Q")
 QUEUE_VALUE: Final = Struct(">QQ")
+SPARSE_CHECKPOINT: Final = Struct(">QQ")
+"""Format 2 checkpoint value: last id of the delivered prefix, highest id delivered above it."""
 LATE_QUEUE_VALUE: Final = Struct(">QQQ")
 EXPIRY_KEY: Final = Struct(">QQ")
 RECORD_HEAD: Final = Struct(">QQHIBHHI")
@@ -101,6 +114,22 @@ def parse_queue_prefix(prefix: bytes) -> QueueKey:
     if len(prefix) < 5 or prefix[-5] != 0:
         raise ValueError(f"not a queue prefix: {prefix!r}")
     return QueueKey(prefix[:-5].decode(), U32.unpack_from(prefix, len(prefix) - 4)[0])
+
+
+def checkpoint_value(upto: int, delivered_above: int) -> bytes:
+    """A checkpoint entry: the delivered prefix, and the highest id delivered out of order above it
+    when there is one (format 2)."""
+    if delivered_above > upto:
+        return SPARSE_CHECKPOINT.pack(upto, delivered_above)
+    return U64.pack(upto)
+
+
+def decode_checkpoint(value: bytes) -> tuple[int, int]:
+    """(last id of the delivered prefix, highest id delivered above it or 0) of a checkpoint entry."""
+    if len(value) == U64.size:
+        return U64.unpack(value)[0], 0
+    found: tuple[int, int] = SPARSE_CHECKPOINT.unpack(value)
+    return found
 
 
 def queue_value(message_id: int, expiry_ms: int, index_ms: int) -> bytes:

@@ -1,4 +1,4 @@
-"""The RocksDB backend (rocksdict): one column family per table, low-memory options (DESIGN §6).
+"""The RocksDB backend (rocksdict): one column family per table, low-memory options (docs/architecture.md §6).
 
 Bytes in, bytes out behind the KeyValue contract; it knows nothing of records.
 Only edgehub.store.open (called by the hub) constructs it.
@@ -36,7 +36,7 @@ class RocksTuning:
     """Memory-relevant RocksDB options; applied to the DB and to EVERY column family.
 
     edgeHub applies its small-memory options to the DB only, so each column family
-    keeps 64 MiB write buffers on 64-bit (DESIGN §6); here both get them.
+    keeps 64 MiB write buffers on 64-bit (docs/architecture.md §6); here both get them.
     """
 
     write_buffer_bytes: int
@@ -174,6 +174,30 @@ class RocksKeyValue:
         bounds.set_iterate_upper_bound(stop)
         rows = family.items(from_key=start, read_opt=bounds)
         return list(itertools.islice(rows, limit))  # type: ignore[arg-type]  # raw mode: bytes pairs
+
+    def scan_reverse(self, table: int, start: bytes, stop: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        family = self._tables[table]
+        if family is None or limit <= 0 or start >= stop:
+            return []
+        # rocksdict ignores iterate_lower_bound, and a backward iterator that runs out of keys
+        # in [start, stop) walks on through every tombstone below start (a queue drained newest
+        # first leaves runs of them). So a forward read first: fewer than limit keys are the
+        # answer; else the backward read finds limit keys without ever passing start.
+        forward = self.scan(table, start, stop, limit)
+        if len(forward) < limit:
+            forward.reverse()
+            return forward
+        rows = family.iter()
+        rows.seek_for_prev(stop)  # the last key <= stop; stop itself is excluded below
+        found: list[tuple[bytes, bytes]] = []
+        while rows.valid() and len(found) < limit:
+            key: bytes = rows.key()
+            if key < start:
+                break
+            if key < stop:
+                found.append((key, rows.value()))
+            rows.prev()
+        return found
 
     def write(self, batch: WriteBatch, *, sync: bool) -> None:
         rocks = RocksWriteBatch(raw_mode=True)

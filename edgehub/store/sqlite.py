@@ -1,6 +1,6 @@
 """The SQLite backend (stdlib sqlite3, WAL): one table per KeyValue table, one transaction per batch.
 
-For 32-bit ARM and ``storeBackend=sqlite`` (DESIGN §3); bytes only, no records.
+For 32-bit ARM and ``storeBackend=sqlite`` (docs/architecture.md §3); bytes only, no records.
 Only edgehub.store.open (called by the hub) constructs it.
 """
 
@@ -109,6 +109,9 @@ class SqliteKeyValue:
         self._scan = tuple(
             f"SELECT k, v FROM {name} WHERE k >= ? AND k < ? ORDER BY k LIMIT ?" for name in TABLE_NAMES
         )
+        self._scan_reverse = tuple(
+            f"SELECT k, v FROM {name} WHERE k >= ? AND k < ? ORDER BY k DESC LIMIT ?" for name in TABLE_NAMES
+        )
         self._put = tuple(f"INSERT OR REPLACE INTO {name} (k, v) VALUES (?, ?)" for name in TABLE_NAMES)
         self._delete = tuple(f"DELETE FROM {name} WHERE k = ?" for name in TABLE_NAMES)
 
@@ -151,18 +154,22 @@ class SqliteKeyValue:
         return [found.get(arg) for arg in args]
 
     def scan(self, table: int, start: bytes, stop: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        return self._select(self._scan[table], table, start, stop, limit)
+
+    def scan_reverse(self, table: int, start: bytes, stop: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        return self._select(self._scan_reverse[table], table, start, stop, limit)
+
+    def _select(
+        self, query: str, table: int, start: bytes, stop: bytes, limit: int,
+    ) -> list[tuple[bytes, bytes]]:
         if table in self._absent:
             return []
         if table == MESSAGES:
             with self._read_lock:
-                rows = self._read().execute(
-                    self._scan[table], (_id_bound(start), _id_bound(stop), limit)
-                ).fetchall()
+                rows = self._read().execute(query, (_id_bound(start), _id_bound(stop), limit)).fetchall()
             return [(key.to_bytes(8, "big"), value) for key, value in rows]
         with self._read_lock:
-            found: list[tuple[bytes, bytes]] = self._read().execute(
-                self._scan[table], (start, stop, limit)
-            ).fetchall()
+            found: list[tuple[bytes, bytes]] = self._read().execute(query, (start, stop, limit)).fetchall()
         return found
 
     def write(self, batch: WriteBatch, *, sync: bool) -> None:

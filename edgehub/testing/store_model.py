@@ -1,5 +1,6 @@
-"""The store's stateful model test: random appends, reads, checkpoints, expiry and reopens
-checked against a plain Python model, for any backend (Hypothesis RuleBasedStateMachine).
+"""The store's stateful model test: random appends, reads (oldest and newest first), checkpoints,
+out-of-order deliveries, expiry and reopens checked against a plain Python model, for any
+backend (Hypothesis RuleBasedStateMachine).
 
 Test support only; it opens stores through the opener it is given.
 """
@@ -43,8 +44,8 @@ class _ModelMessage:
 
 
 class StoreModel(RuleBasedStateMachine):
-    """Random appends, reads, checkpoints, expiry runs and reopens, checked against
-    plain Python queues. Subclasses set ``opener``."""
+    """Random appends, reads, checkpoints, out-of-order deliveries (``mark_delivered``), expiry
+    runs and reopens, checked against plain Python queues. Subclasses set ``opener``."""
 
     opener: ClassVar[StoreOpener]
 
@@ -60,6 +61,7 @@ class StoreModel(RuleBasedStateMachine):
         self.messages: dict[int, _ModelMessage] = {}
         self.checkpoints: dict[QueueKey, int] = {}
         self.removed: set[tuple[QueueKey, int]] = set()
+        self.delivered: set[tuple[QueueKey, int]] = set()  # by mark_delivered, above the checkpoint
         self.used: set[QueueKey] = set()
 
     def teardown(self) -> None:
@@ -70,14 +72,17 @@ class StoreModel(RuleBasedStateMachine):
         checkpoint = self.checkpoints.get(queue, 0)
         return sorted(
             (message_id, message.refs[queue]) for message_id, message in self.messages.items()
-            if queue in message.refs and message_id > checkpoint and (queue, message_id) not in self.removed
+            if queue in message.refs and message_id > checkpoint and not self._gone(queue, message_id)
         )
+
+    def _gone(self, queue: QueueKey, message_id: int) -> bool:
+        return (queue, message_id) in self.removed or (queue, message_id) in self.delivered
 
     def _reclaim(self) -> None:
         for message_id in [
             message_id for message_id, message in self.messages.items()
             if all(
-                self.checkpoints.get(queue, 0) >= message_id or (queue, message_id) in self.removed
+                self.checkpoints.get(queue, 0) >= message_id or self._gone(queue, message_id)
                 for queue in message.refs
             )
         ]:
@@ -121,6 +126,32 @@ class StoreModel(RuleBasedStateMachine):
         assert [(q.id, q.expiry_ms) for q in read] == expected
         assert [q.message.body for q in read] == [self.messages[i].body for i, _ in expected]
 
+    @rule(
+        queue=st.sampled_from(_QUEUES), above_back=st.integers(0, 12),
+        below_back=st.none() | st.integers(-1, 8), limit=st.integers(1, 6),
+    )
+    def read_newest(self, queue: QueueKey, above_back: int, below_back: int | None, limit: int) -> None:
+        above = max(0, self.last_id - above_back)
+        below = None if below_back is None else self.last_id - below_back
+        expected = [
+            (message_id, expiry) for message_id, expiry in self._live_refs(queue)
+            if above < message_id and (below is None or message_id < below) and expiry > self.now
+        ][-limit:]
+        read = self.store.read_newest(queue, above, below, limit, self.now)
+        assert [(q.id, q.expiry_ms) for q in read] == expected
+        assert [q.message.body for q in read] == [self.messages[i].body for i, _ in expected]
+
+    @rule(queue=st.sampled_from(_QUEUES), picks=st.lists(st.integers(0, 12), max_size=5))
+    def mark_delivered(self, queue: QueueKey, picks: list[int]) -> None:
+        ids = [self.last_id - back for back in picks]  # waiting, delivered, expired or never in the queue
+        self.store.mark_delivered(queue, ids)
+        for message_id in ids:
+            message = self.messages.get(message_id)
+            if (message is not None and queue in message.refs and message_id > self.checkpoints.get(queue, 0)
+                    and not self._gone(queue, message_id)):
+                self.delivered.add((queue, message_id))
+        self._reclaim()
+
     @rule(queue=st.sampled_from(_QUEUES), back=st.integers(-2, 8))
     def checkpoint(self, queue: QueueKey, back: int) -> None:
         upto = min(self.last_id - back, self.last_id)
@@ -140,7 +171,7 @@ class StoreModel(RuleBasedStateMachine):
         for message_id, message in self.messages.items():
             for queue, drop in message.drops.items():
                 if (drop <= self.now and self.checkpoints.get(queue, 0) < message_id
-                        and (queue, message_id) not in self.removed):
+                        and not self._gone(queue, message_id)):
                     self.removed.add((queue, message_id))
                     dropped[queue] = dropped.get(queue, 0) + 1
         self.expired_upto = max(self.expired_upto, self.now)

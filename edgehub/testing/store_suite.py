@@ -1,4 +1,5 @@
-"""The store conformance suite: one set of tests every backend must pass (DESIGN §5, trio-style).
+"""The store conformance suite: one set of tests every backend must pass (trio-style;
+docs/architecture.md §5).
 
 Subclass StoreConformance as ``Test<Backend>Store`` (and build ``store_model.stateful_store_test``);
 nothing here picks a backend or touches files outside the given folder.
@@ -20,7 +21,7 @@ from edgehub.store.base import Delivery, IngestItem, QueueKey
 from edgehub.store.kv import META, WriteBatch
 from edgehub.store.memory import MemoryKeyValue, MemoryStore
 from edgehub.store.message_store import MessageStore
-from edgehub.store.records import FORMAT_VERSION, META_FORMAT, U32
+from edgehub.store.records import FORMAT_IN_ORDER, FORMAT_VERSION, META_FORMAT, U32
 
 StoreOpener = Callable[[Path, "int | None"], MessageStore]
 """Opens the store kept in a folder (creating it); called again on the same folder it reopens it."""
@@ -191,6 +192,144 @@ class StoreConformance:
         store.append([item(b"a", to(UPSTREAM))])
         store.checkpoint(MODULE, 1)
         assert MODULE in store.queues()
+
+    # -- newest first (drainOrder newestFirst) ---------------------------------------
+
+    def ids_of(self, store: MessageStore, queue: QueueKey, now_ms: int = NOW) -> list[MessageId]:
+        return [queued.id for queued in store.read(queue, 0, 1000, now_ms)]
+
+    def test_read_newest_gives_the_newest_waiting_in_id_order(self) -> None:
+        store = self.open()
+        ids = store.append([item(bytes([n]), to(UPSTREAM)) for n in range(10)])
+        assert [q.id for q in store.read_newest(UPSTREAM, 0, None, 3, NOW)] == ids[7:]
+        assert [q.id for q in store.read_newest(UPSTREAM, 0, ids[7], 3, NOW)] == ids[4:7]
+        assert [q.id for q in store.read_newest(UPSTREAM, ids[5], ids[7], 3, NOW)] == [ids[6]]
+        assert [q.message.body for q in store.read_newest(UPSTREAM, 0, ids[2], 5, NOW)] == [b"\x00", b"\x01"]
+        assert store.read_newest(UPSTREAM, ids[5], ids[6], 3, NOW) == []
+        assert store.read_newest(MODULE, 0, None, 3, NOW) == []
+
+    def test_read_newest_skips_expired_delivered_and_checkpointed_messages(self) -> None:
+        store = self.open()
+        short = [item(b"short", to(UPSTREAM, NOW + 10)) for _ in range(200)]
+        ids = store.append([item(b"old", to(UPSTREAM)), *short, item(b"x", to(UPSTREAM)),
+                            item(b"y", to(UPSTREAM))])
+        assert [q.message.body for q in store.read_newest(UPSTREAM, 0, None, 2, NOW + 10)] == [b"x", b"y"]
+        store.mark_delivered(UPSTREAM, [ids[-1]])
+        assert [q.message.body for q in store.read_newest(UPSTREAM, 0, None, 2, NOW + 10)] == [b"old", b"x"]
+        store.checkpoint(UPSTREAM, ids[0])
+        assert [q.message.body for q in store.read_newest(UPSTREAM, 0, None, 5, NOW + 10)] == [b"x"]
+
+    def test_mark_delivered_removes_exactly_those_messages(self) -> None:
+        store = self.open()
+        ids = store.append([item(bytes([n]), to(UPSTREAM)) for n in range(10)])
+        store.mark_delivered(UPSTREAM, ids[7:])
+        assert self.ids_of(store, UPSTREAM) == ids[:7]
+        assert store.queue_lengths()[UPSTREAM] == 7
+        assert store.message_count() == 7
+        assert store.checkpoint_of(UPSTREAM) == 0
+        assert store.delivered_above_of(UPSTREAM) == ids[9]
+        assert store.format_version == FORMAT_VERSION
+        store.mark_delivered(UPSTREAM, [ids[3], ids[8], ids[9] + 50, -1])  # delivered or unknown: ignored
+        assert self.ids_of(store, UPSTREAM) == ids[:3] + ids[4:7]
+        assert store.queue_lengths()[UPSTREAM] == 6
+
+    def test_mark_delivered_moves_the_checkpoint_over_a_delivered_prefix(self) -> None:
+        store = self.open()
+        ids = store.append([item(bytes([n]), to(UPSTREAM)) for n in range(10)])
+        store.mark_delivered(UPSTREAM, ids[6:])
+        store.mark_delivered(UPSTREAM, ids[:3])
+        assert store.checkpoint_of(UPSTREAM) == ids[2]
+        assert store.delivered_above_of(UPSTREAM) == ids[9]
+        store.mark_delivered(UPSTREAM, ids[3:6])
+        assert store.checkpoint_of(UPSTREAM) == ids[9]
+        assert store.delivered_above_of(UPSTREAM) == 0
+        assert (store.queue_lengths()[UPSTREAM], store.message_count(), store.size_bytes()) == (0, 0, 0)
+        [later] = store.append([item(b"later", to(UPSTREAM))])
+        assert self.ids_of(store, UPSTREAM) == [later]
+
+    def test_oldest_first_checkpoint_passes_messages_delivered_newest_first(self) -> None:
+        store = self.open()
+        ids = store.append([item(bytes([n]), to(UPSTREAM)) for n in range(6)])
+        store.mark_delivered(UPSTREAM, [ids[4]])
+        store.checkpoint(UPSTREAM, ids[2])
+        assert store.delivered_above_of(UPSTREAM) == ids[4]
+        store.checkpoint(UPSTREAM, ids[4])
+        assert store.delivered_above_of(UPSTREAM) == 0
+        assert self.ids_of(store, UPSTREAM) == [ids[5]]
+        assert (store.queue_lengths()[UPSTREAM], store.message_count()) == (1, 1)
+
+    def test_body_reclaimed_when_one_queue_delivered_it_newest_first_and_the_other_oldest_first(self) -> None:
+        store = self.open()
+        ids = store.append([item(b"older", to(UPSTREAM)), item(b"both", to(UPSTREAM), to(MODULE)),
+                            item(b"again", to(UPSTREAM), to(MODULE))])
+        store.mark_delivered(UPSTREAM, ids[1:])
+        assert store.message_count() == 3
+        store.checkpoint(MODULE, ids[1])
+        assert store.message_count() == 2
+        store.mark_delivered(MODULE, [ids[2]])
+        assert store.message_count() == 1
+        assert bodies(store, UPSTREAM) == [b"older"]
+        assert store.queue_lengths() == {UPSTREAM: 1, MODULE: 0}
+
+    def test_expire_does_not_count_a_message_delivered_newest_first_as_dropped(self) -> None:
+        store = self.open()
+        soon = NOW + 10
+        ids = store.append([item(b"waits", to(UPSTREAM)), item(b"sent", to(UPSTREAM, soon), to(MODULE, soon)),
+                            item(b"dies", to(UPSTREAM, soon))])
+        store.mark_delivered(UPSTREAM, [ids[1]])
+        assert store.expire(NOW + 10) == {UPSTREAM: 1, MODULE: 1}
+        assert store.queue_lengths() == {UPSTREAM: 1, MODULE: 0}
+        assert store.message_count() == 1
+        assert bodies(store, UPSTREAM, NOW + 10) == [b"waits"]
+
+    def test_newest_first_drain_delivers_every_message_once_with_live_traffic_first(self) -> None:
+        """A backlog drained newest first while new messages keep arriving: every batch holds
+        the newest waiting messages, and in the end each message was delivered exactly once."""
+        store = self.open()
+        backlog = store.append([item(b"backlog", to(UPSTREAM)) for _ in range(50)])
+        delivered: list[MessageId] = []
+        for _ in range(30):
+            [live] = store.append([item(b"live", to(UPSTREAM))])
+            batch = [q.id for q in store.read_newest(UPSTREAM, 0, None, 4, NOW)]
+            assert batch[-1] == live  # the live message goes out in the first batch after it arrived
+            store.mark_delivered(UPSTREAM, batch)
+            delivered.extend(batch)
+        while batch := [q.id for q in store.read_newest(UPSTREAM, 0, None, 4, NOW)]:
+            store.mark_delivered(UPSTREAM, batch)
+            delivered.extend(batch)
+        assert sorted(delivered) == sorted(set(delivered))
+        assert set(delivered) == set(backlog) | set(range(backlog[-1] + 1, store.next_id))
+        assert (store.queue_lengths()[UPSTREAM], store.message_count(), store.size_bytes()) == (0, 0, 0)
+        assert store.checkpoint_of(UPSTREAM) == store.next_id - 1
+
+    def test_a_store_drained_oldest_first_keeps_the_in_order_format(self) -> None:
+        store = self.open()
+        ids = store.append([item(b"a", to(UPSTREAM)), item(b"b", to(UPSTREAM))])
+        store.checkpoint(UPSTREAM, ids[0])
+        store.mark_delivered(UPSTREAM, [ids[1]])  # at the head of the queue: in order
+        assert store.format_version == FORMAT_IN_ORDER
+        assert store.checkpoint_of(UPSTREAM) == ids[1]
+
+    def test_deliveries_out_of_order_survive_reopen(self) -> None:
+        if not self.reopens:
+            pytest.skip("this backend keeps nothing across close")
+        store = self.open()
+        ids = store.append([item(bytes([n]), to(UPSTREAM), to(MODULE)) for n in range(8)])
+        store.mark_delivered(UPSTREAM, ids[5:])
+        store.mark_delivered(MODULE, ids[6:])
+        store.checkpoint(MODULE, ids[2])
+        before = (store.queue_lengths(), store.size_bytes(), store.message_count(), store.stats())
+        store = self.reopen(store)
+        assert (store.queue_lengths(), store.size_bytes(), store.message_count(), store.stats()) == before
+        assert store.format_version == FORMAT_VERSION
+        assert store.delivered_above_of(UPSTREAM) == ids[7]
+        assert self.ids_of(store, UPSTREAM) == ids[:5]
+        assert self.ids_of(store, MODULE) == ids[3:6]
+        store.mark_delivered(UPSTREAM, ids[:5])
+        store.mark_delivered(MODULE, ids[3:6])
+        assert (store.message_count(), store.size_bytes()) == (0, 0)
+        store = self.reopen(store)
+        assert (store.message_count(), store.size_bytes(), store.delivered_above_of(UPSTREAM)) == (0, 0, 0)
 
     # -- TTL -------------------------------------------------------------------------
 

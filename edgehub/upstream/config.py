@@ -12,7 +12,8 @@ from typing import Final
 
 from edgehub.message import Identity
 from edgehub.settings import Settings, UpstreamProtocol
-from edgehub.upstream.credentials import Credentials, SasCredentials
+from edgehub.upstream.credentials import Credentials, SasCredentials, WorkloadCredentials
+from edgehub.upstream.proxy import HttpsProxy
 
 WEBSOCKET_PATH: Final = "/$iothub/websocket"
 """Where IoT Hub (and this hub's HTTP head) serve MQTT over WebSocket."""
@@ -90,6 +91,8 @@ class UpstreamConfig:
     max_message_bytes: int = IOT_HUB_MAX_MESSAGE_BYTES
     """A body larger than this is refused for good (SendResult.rejected), never retried."""
     subscription_scope: SubscriptionScope = SubscriptionScope.AUTO
+    proxy: HttpsProxy | None = None
+    """The HTTP CONNECT proxy a WebSocket transport goes through (``https_proxy``, unless ``no_proxy``)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -131,30 +134,47 @@ class UpstreamConfig:
 
 
 def upstream_config(settings: Settings) -> UpstreamConfig | None:
-    """The link's config from Settings; None without ``EdgeHubConnectionString`` (standalone hub).
+    """The link's config from Settings; None without ``EdgeHubConnectionString`` nor
+    ``IOTEDGE_WORKLOADURI`` (standalone hub).
 
-    ``Amqp``/``AmqpWs`` map to ``Mqtt``/``MqttWs`` until the AMQP link exists (the factory warns).
-    With ``GatewayHostName`` (the setting, else the connection string's) the link connects to
-    that parent on the protocol's default port; otherwise to HostName, on its ``:port`` if given.
+    Credentials: the connection string's key when it is set; else, under the IoT Edge runtime,
+    tokens signed by the workload API for ``{IOTEDGE_DEVICEID}/{IOTEDGE_MODULEID}`` on
+    ``IOTEDGE_IOTHUBHOSTNAME``. ``Amqp``/``AmqpWs`` map to ``Mqtt``/``MqttWs`` until the AMQP link
+    exists (the factory warns). With ``GatewayHostName`` (the setting, else the connection
+    string's) the link connects to that parent on the protocol's default port; otherwise to
+    HostName, on its ``:port`` if given.
     """
     connection = settings.connection_string
-    if connection is None:
+    if connection is None and settings.workload_uri is None:
         return None
     transport = (
         UpstreamTransport.WEBSOCKETS
         if settings.upstream_protocol in (UpstreamProtocol.MQTT_WS, UpstreamProtocol.AMQP_WS)
         else UpstreamTransport.TCP
     )
-    gateway = settings.gateway_hostname or connection.gateway_hostname
+    gateway = settings.gateway_hostname or (connection.gateway_hostname if connection else None)
+    credentials: Credentials
     if gateway:
         host, port = gateway, transport.default_port(settings.upstream_tls)
-    else:
+    elif connection is not None:
         host, port = connection.hostname, connection.port or transport.default_port(settings.upstream_tls)
-    credentials = SasCredentials(
-        settings.iothub_hostname,
-        Identity(connection.device_id, connection.module_id),
-        connection.shared_access_key,
-    )
+    else:
+        host, port = settings.iothub_hostname, transport.default_port(settings.upstream_tls)
+    if connection is not None:
+        credentials = SasCredentials(
+            settings.iothub_hostname,
+            Identity(connection.device_id, connection.module_id),
+            connection.shared_access_key,
+        )
+    else:
+        from edgehub.workload import WorkloadClient, workload_signer
+
+        client = WorkloadClient(settings.workload_uri or "", settings.module_id,
+                                settings.module_generation_id or "", settings.workload_api_version)
+        credentials = WorkloadCredentials(
+            settings.iothub_hostname, Identity(settings.edge_device_id, settings.module_id),
+            workload_signer(client),
+        )
     # IoT Hub closes the connection on a larger message, which would then be retried forever;
     # any other parent gets what the hub itself accepts (maxMessageSizeBytes).
     limit = IOT_HUB_MAX_MESSAGE_BYTES if host.lower().endswith(IOT_HUB_SUFFIXES) else None
@@ -171,3 +191,4 @@ def upstream_config(settings: Settings) -> UpstreamConfig | None:
         fan_out=settings.upstream_fan_out_factor,
         max_message_bytes=limit or settings.max_message_size_bytes,
     )
+

@@ -1,14 +1,18 @@
 """The hub's identity upstream: MQTT client id, IoT Hub username, SAS token passwords and when to renew them.
 
-Pure values and arithmetic over times passed in; it never reads a clock, sleeps or connects.
+Pure values and arithmetic over times passed in; it never reads a clock or sleeps, and reaches out
+only through a signer it is given (WorkloadCredentials: the IoT Edge workload API).
 """
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
+from urllib.parse import quote
 
-from edgehub.auth.sas import make_sas_token, sas_resource
+from edgehub.auth.sas import SAS_PREFIX, make_sas_token, sas_resource
 from edgehub.message import Identity
 
 API_VERSION: Final = "2018-06-30"
@@ -92,3 +96,46 @@ class SasCredentials:
         """A token valid from ``now`` (Unix seconds) for ``token_ttl``."""
         expiry = int(now + self.token_ttl)
         return SasToken(make_sas_token(self.resource, self.shared_access_key, expiry), now, expiry)
+
+
+Signer = Callable[[bytes], bytes]
+"""HMAC-SHA256 of the given bytes with a key held elsewhere; raises AuthError when it cannot sign."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadCredentials:
+    """The hub's identity upstream under the IoT Edge runtime: no key here, each token is signed by
+    the workload API (``IOTEDGE_WORKLOADURI``) with the module's key, as edgeHub does it.
+
+    ``sign`` does the signing (edgehub.workload's client in the hub); the token is the IoT Hub one,
+    ``sig`` = the signature of ``{url-encoded sr}\n{expiry}``.
+    """
+
+    hub_hostname: str
+    identity: Identity
+    sign: Signer = field(repr=False)
+    token_ttl: float = DEFAULT_TOKEN_TTL
+
+    def __post_init__(self) -> None:
+        if self.token_ttl < 1:
+            raise ValueError(f"SAS token lifetime must be >= 1 s, got {self.token_ttl}")
+
+    @property
+    def client_id(self) -> str:
+        return self.identity.id
+
+    @property
+    def username(self) -> str:
+        return f"{self.hub_hostname}/{self.identity.id}/?api-version={API_VERSION}"
+
+    @property
+    def resource(self) -> str:
+        return sas_resource(self.hub_hostname, self.identity)
+
+    def token(self, now: float) -> SasToken:
+        """A token valid from ``now`` for ``token_ttl``; AuthError when the workload API cannot sign."""
+        expiry = int(now + self.token_ttl)
+        encoded_resource = quote(self.resource, safe="")
+        signature = base64.b64encode(self.sign(f"{encoded_resource}\n{expiry}".encode())).decode("ascii")
+        text = f"{SAS_PREFIX} sr={encoded_resource}&sig={quote(signature, safe='')}&se={expiry}"
+        return SasToken(text, now, expiry)

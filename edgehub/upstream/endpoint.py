@@ -68,7 +68,7 @@ class ByteWindow:
 class UpstreamEndpoint:
     """``$upstream``: each message goes out on the telemetry topic of its original sender.
 
-    Order (DESIGN §1 invariant 4): the pump starts its sends in id order, possibly several at
+    Order (docs/architecture.md §1 invariant 4): the pump starts its sends in id order, possibly several at
     once (``UpstreamFanOutFactor``); each send takes the publish turn (a FIFO lock) before its
     first PUBLISH and keeps it until its last, so call order is wire order and PUBACK waits
     overlap. The result counts the leading messages whose PUBACK came (``SendResult.delivered``);
@@ -158,7 +158,7 @@ class UpstreamEndpoint:
 
     def attach(self, channel: PublishChannel) -> None:
         """A connection is up: sends go through it, and waiting pumps resume at once
-        (DESIGN §1 invariant 7; edgeHub waited out its retry timer, Azure/iotedge PR #7528)."""
+        (docs/architecture.md §1 invariant 7; edgeHub waited out its retry timer, Azure/iotedge PR #7528)."""
         self._channel = channel
         self._listeners.notify()
 

@@ -24,12 +24,12 @@ from edgehub.upstream.config import SubscriptionScope, UpstreamConfig
 from edgehub.upstream.connection import (
     SUBACK_FAILURE,
     IncomingPublish,
-    MqttConnection,
     OnMessage,
     UpstreamConnection,
 )
 from edgehub.upstream.credentials import SasToken
 from edgehub.upstream.endpoint import UPSTREAM_ENDPOINT, PublishChannel, UpstreamEndpoint
+from edgehub.upstream.native import NativeMqttConnection
 from edgehub.upstream.port import DownstreamPort
 from edgehub.upstream.topics import DownstreamMessage, parse_downstream
 from edgehub.upstream.twin_sync import UpstreamTwins
@@ -60,7 +60,7 @@ class MqttUpstream:
     """Implements edgehub.plugins.UpstreamLink for ``UpstreamProtocol`` Mqtt and MqttWs.
 
     Connection life: connect (TLS, SAS token, CleanSession=0), subscribe, then
-    ``endpoint.attach`` so waiting pumps resume at once (DESIGN §1 invariant 7). On loss:
+    ``endpoint.attach`` so waiting pumps resume at once (docs/architecture.md §1 invariant 7). On loss:
     ``endpoint.detach`` (sends raise EndpointUnavailable), ``edgehub_offline_count_total``
     +1, and reconnect attempts after 1 s doubling to 60 s, with jitter; the next connect
     observes ``edgehub_offline_duration_seconds``. At 80% of the token's lifetime the link
@@ -69,7 +69,7 @@ class MqttUpstream:
 
     Downstream: devicebound and module-input messages (see SubscriptionScope) go to
     ``DownstreamPort.enqueue`` in arrival order, and each is PUBACKed only after that
-    returned, so nothing acknowledged is lost (DESIGN §1 invariant 1). While the store is
+    returned, so nothing acknowledged is lost (docs/architecture.md §1 invariant 1). While the store is
     full they stay unacknowledged and the link retries with backoff; the parent's in-flight
     window then stops the flow, and a reconnect makes it send them again [MQTT-4.4.0-1].
     """
@@ -79,7 +79,7 @@ class MqttUpstream:
         config: UpstreamConfig,
         clock: Clock,
         *,
-        connection_factory: ConnectionFactory = MqttConnection,
+        connection_factory: ConnectionFactory = NativeMqttConnection,
         backoff: Backoff | None = None,
         probe_backoff: Backoff | None = None,
         store_backoff: Callable[[], Backoff] = Backoff,
@@ -90,7 +90,7 @@ class MqttUpstream:
         # Refused credentials: 1 s doubling to 60 s (retrying faster cannot help).
         self._backoff = backoff or Backoff()
         # Unreachable parent: 0.1 s doubling to 1 s, so delivery resumes within a second of
-        # the parent coming back (DESIGN §1 invariant 7; edgeHub waited out its retry timer,
+        # the parent coming back (docs/architecture.md §1 invariant 7; edgeHub waited out its retry timer,
         # Azure/iotedge PR #7528). A refused TCP connect a second is cheap.
         self._probe = probe_backoff or Backoff(initial=PROBE_INITIAL, cap=PROBE_CAP)
         self._store_backoff = store_backoff

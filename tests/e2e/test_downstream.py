@@ -1,5 +1,5 @@
 """Messages coming DOWN from the upstream, with every part real: a mosquitto upstream, an
-``edgehub run`` subprocess and paho devices (DESIGN §1 invariant 1; issue "Upstream" item 5).
+``edgehub run`` subprocess and paho devices (docs/architecture.md §1 invariant 1; issue "Upstream" item 5).
 
 A cloud-to-device message the parent publishes is stored by the hub (acked upstream only then)
 and delivered when its device connects, in order; one whose time to live ran out while the

@@ -1,7 +1,7 @@
 """Store-and-forward across upstream outages, with every part real: an ``edgehub run`` subprocess,
 a mosquitto upstream stopped and started on the same port, paho devices and a persistent observer.
 
-DESIGN §1 invariants 1 (no ack before durability; kill -9 loses nothing acked), 4 (order per
+docs/architecture.md §1 invariants 1 (no ack before durability; kill -9 loses nothing acked), 4 (order per
 sender), 5 (TTL real while offline) and 7 (drain when the upstream is back). Duplicates are allowed
 (at-least-once): they are counted and listed in the run's summary, never failed.
 """

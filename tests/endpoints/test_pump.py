@@ -1,4 +1,5 @@
-"""Tests of EndpointPump: order, checkpoints, retries, reachability, TTL, priorities, fan-out, stop.
+"""Tests of EndpointPump: order (oldest and newest first), checkpoints, retries, reachability, TTL,
+priorities, fan-out, stop.
 
 Virtual time only (FakeClock); the store is the in-memory MemoryStore.
 """
@@ -20,7 +21,7 @@ from edgehub.endpoints.base import SendResult
 from edgehub.endpoints.pump import EndpointPump, PumpState
 from edgehub.errors import StoreError
 from edgehub.metrics import INNER as REGISTRY
-from edgehub.store.base import DEFAULT_PRIORITY, QueueKey
+from edgehub.store.base import DEFAULT_PRIORITY, DrainOrder, QueueKey
 from edgehub.store.memory import MemoryStore
 from edgehub.testing.clock import FakeClock, settle
 from tests.endpoints.fakes import FakeEndpoint, enqueue, queued_ids
@@ -462,6 +463,160 @@ async def test_fan_out_failure_resends_from_the_checkpoint_in_order(
     assert queued_ids(store, UPSTREAM) == []
 
 
+# -- drain order newestFirst ---------------------------------------------------
+
+NEWEST = DrainOrder.NEWEST_FIRST
+REJECTED = {"reason": "rejected", "from": "", "from_route_output": ""}
+
+
+async def test_newest_first_sends_the_newest_batch_first_and_drains_the_backlog_behind_it(
+    make_pump: PumpFactory, store: MemoryStore, endpoint: FakeEndpoint
+) -> None:
+    ids = enqueue(store, UPSTREAM, [b"m"] * 25)
+    make_pump(drain_order=NEWEST)
+    await settle()
+    assert endpoint.call_ids() == [ids[15:25], ids[5:15], ids[0:5]]
+    assert sorted(endpoint.delivered_ids) == ids
+    assert queued_ids(store, UPSTREAM) == []
+    assert store.checkpoint_of(QueueKey(UPSTREAM)) == ids[-1]
+
+
+async def test_newest_first_live_message_goes_out_before_the_rest_of_a_backlog(
+    make_pump: PumpFactory, store: MemoryStore, endpoint: FakeEndpoint
+) -> None:
+    backlog = enqueue(store, UPSTREAM, [b"old"] * 100)
+    endpoint.hold = True
+    pump = make_pump(drain_order=NEWEST)
+    await settle()
+    [live] = enqueue(store, UPSTREAM, [b"live"])
+    pump.notify()
+    endpoint.held[0].complete()
+    await settle()
+    assert endpoint.call_ids() == [backlog[90:], [live]]
+    endpoint.hold = False
+    endpoint.held[1].complete()
+    await settle()
+    assert endpoint.call_ids()[2] == backlog[80:90]  # then the backlog, from its newest end
+    assert sorted(endpoint.delivered_ids) == [*backlog, live]
+    assert queued_ids(store, UPSTREAM) == []
+
+
+async def test_newest_first_after_an_outage_the_newest_messages_go_first(
+    make_pump: PumpFactory, store: MemoryStore, endpoint: FakeEndpoint, clock: FakeClock
+) -> None:
+    endpoint.available = False
+    pump = make_pump(drain_order=NEWEST, starvation_limit=2)
+    backlog = enqueue(store, UPSTREAM, [b"during the outage"] * 50)
+    pump.notify()
+    await clock.advance(40)  # failed sends of full batches do not count toward an oldest-end batch
+    assert len(endpoint.calls) > 2
+    live = enqueue(store, UPSTREAM, [b"live"] * 3)
+    pump.notify()
+    before = len(endpoint.calls)
+    endpoint.become_reachable()
+    await settle()
+    assert endpoint.call_ids()[before] == [*backlog[-7:], *live]
+    assert sorted(endpoint.delivered_ids) == [*backlog, *live]
+    assert queued_ids(store, UPSTREAM) == []
+
+
+async def test_newest_first_backlog_still_drains_when_live_traffic_fills_the_link(
+    make_pump: PumpFactory, store: MemoryStore, endpoint: FakeEndpoint
+) -> None:
+    backlog = enqueue(store, UPSTREAM, [b"old"] * 40)
+    endpoint.hold = True
+    pump = make_pump(drain_order=NEWEST, starvation_limit=3)
+    await settle()
+    for _ in range(12):  # a full batch of live messages arrives during every send
+        enqueue(store, UPSTREAM, [b"live"] * 10)
+        pump.notify()
+        endpoint.held[-1].complete()
+        await settle()
+    calls = endpoint.call_ids()
+    assert calls[0] == backlog[30:40]  # newest first
+    assert calls[3] == backlog[0:10]  # after 3 full newest-first batches, the oldest waiting ones
+    assert calls[7] == backlog[10:20]
+    assert calls[11] == backlog[20:30]
+    assert all(min(call) > backlog[-1] for call in (calls[1], calls[2], calls[4], calls[5], calls[6]))
+    assert set(endpoint.delivered_ids) >= set(backlog)
+
+
+async def test_newest_first_partial_confirmation_resends_only_the_rest(
+    make_pump: PumpFactory, store: MemoryStore, endpoint: FakeEndpoint
+) -> None:
+    ids = enqueue(store, UPSTREAM, [b"m"] * 15)
+    endpoint.hold = True
+    make_pump(drain_order=NEWEST)
+    await settle()
+    endpoint.held[0].complete(4)
+    await settle()
+    assert queued_ids(store, UPSTREAM) == ids[:5] + ids[9:]
+    assert endpoint.call_ids()[1] == ids[9:]  # the unconfirmed rest is the newest again
+    endpoint.hold = False
+    endpoint.held[1].complete()
+    await settle()
+    assert endpoint.call_ids()[2] == ids[:5]
+    assert queued_ids(store, UPSTREAM) == []
+    assert sorted(endpoint.delivered_ids) == ids
+
+
+async def test_newest_first_fan_out_marks_each_confirmed_batch_at_once(
+    make_pump: PumpFactory, store: MemoryStore, endpoint: FakeEndpoint
+) -> None:
+    ids = enqueue(store, UPSTREAM, [b"m"] * 6)
+    endpoint.hold = True
+    make_pump(batch_size=2, max_in_flight_batches=3, drain_order=NEWEST)
+    await settle()
+    assert endpoint.call_ids() == [ids[4:6], ids[2:4], ids[0:2]]
+    endpoint.held[2].complete()
+    await settle()
+    assert queued_ids(store, UPSTREAM) == ids[2:]  # no contiguous prefix needed
+    endpoint.held[1].fail()
+    endpoint.held[0].complete()
+    await settle()
+    assert queued_ids(store, UPSTREAM) == ids[2:4]
+
+
+async def test_newest_first_rejected_message_is_dropped_and_counted(
+    make_pump: PumpFactory, store: MemoryStore, endpoint: FakeEndpoint
+) -> None:
+    before = metric("edgehub_messages_dropped_total", **REJECTED)
+    ids = enqueue(store, UPSTREAM, [b"m"] * 3)
+    endpoint.outcomes.append(SendResult(1, rejected=True))
+    make_pump(drain_order=NEWEST)
+    await settle()
+    assert endpoint.call_ids() == [ids, ids[2:]]
+    assert queued_ids(store, UPSTREAM) == []
+    dropped = metric("edgehub_messages_dropped_total", **REJECTED)
+    assert dropped - before == 1
+
+
+async def test_drain_order_changes_once_the_window_is_empty(
+    make_pump: PumpFactory, store: MemoryStore, endpoint: FakeEndpoint
+) -> None:
+    ids = enqueue(store, UPSTREAM, [b"m"] * 30)
+    endpoint.hold = True
+    pump = make_pump(batch_size=5, max_in_flight_batches=2)
+    await settle()
+    pump.set_drain_order(NEWEST)
+    endpoint.held[0].complete()
+    await settle()
+    assert len(endpoint.calls) == 2  # nothing new while a batch read oldest first is in flight
+    assert pump.drain_order is DrainOrder.FIFO
+    endpoint.held[1].complete()
+    await settle()
+    assert pump.drain_order is NEWEST
+    assert endpoint.call_ids()[2:] == [ids[25:30], ids[20:25]]
+    pump.set_drain_order(DrainOrder.FIFO)
+    endpoint.hold = False
+    for held in endpoint.held[2:]:
+        held.complete()
+    await settle()
+    assert endpoint.call_ids()[4:] == [ids[10:15], ids[15:20]]
+    assert sorted(endpoint.delivered_ids) == ids
+    assert queued_ids(store, UPSTREAM) == []
+
+
 # -- stop ----------------------------------------------------------------------
 
 
@@ -570,18 +725,22 @@ async def test_stop_before_start_is_harmless(
 Outcome = tuple[int, str, int]  # (which open send, what happens, how many confirmed)
 
 
-async def drive(count: int, batch_size: int, window: int, outcomes: list[Outcome]) -> None:
+async def drive(
+    count: int, batch_size: int, window: int, outcomes: list[Outcome], order: DrainOrder = DrainOrder.FIFO,
+) -> None:
     clock = FakeClock()
     store = MemoryStore()
     endpoint = FakeEndpoint(clock, UPSTREAM, max_batch_size=batch_size)
     endpoint.hold = True
     ids = enqueue(store, UPSTREAM, [b"m"] * count)
     pump = EndpointPump(
-        store, endpoint, clock, max_in_flight_batches=window, backoff=Backoff(random=lambda: 0.0)
+        store, endpoint, clock, max_in_flight_batches=window, backoff=Backoff(random=lambda: 0.0),
+        drain_order=order,
     )
     pump.start()
     await settle()
     settled: set[int] = set()  # confirmed or rejected: the only ids the pump may checkpoint
+    settled_at: dict[int, int] = {}  # id -> how many sends had started when it was settled
     drain: list[Outcome] = [(0, "all", 0)] * (4 * count + 20)
     for pick, kind, confirmed in outcomes + drain:
         open_sends = [held for held in endpoint.held if not held.future.done()]
@@ -597,7 +756,9 @@ async def drive(count: int, batch_size: int, window: int, outcomes: list[Outcome
             held.fail()
         else:
             held.complete(confirmed, rejected=kind == "reject")
-            settled.update(sent[: confirmed + (kind == "reject")])
+            for message_id in sent[: confirmed + (kind == "reject")]:
+                settled_at.setdefault(message_id, len(endpoint.calls))
+                settled.add(message_id)
         await settle()
         assert set(ids) - settled <= set(queued_ids(store, UPSTREAM))
     await pump.stop(grace=0)
@@ -605,7 +766,12 @@ async def drive(count: int, batch_size: int, window: int, outcomes: list[Outcome
     assert settled == set(ids)
     assert all(call.ids == sorted(call.ids) for call in endpoint.calls)
     first_sends = list(dict.fromkeys(i for call in endpoint.calls for i in call.ids))
-    assert first_sends == ids  # every message first went out in id order
+    if order is DrainOrder.FIFO:
+        assert first_sends == ids  # every message first went out in id order
+    else:
+        assert first_sends[: min(batch_size, count)] == ids[-batch_size:]  # the newest went out first
+        for index, call in enumerate(endpoint.calls):  # a confirmed message is never sent again
+            assert not [i for i in call.ids if settled_at.get(i, index + 1) <= index]
 
 
 @settings(max_examples=60, deadline=None)
@@ -622,3 +788,19 @@ def test_any_mix_of_outcomes_keeps_order_and_checkpoints_only_what_was_settled(
     count: int, batch_size: int, window: int, outcomes: list[Outcome]
 ) -> None:
     asyncio.run(drive(count, batch_size, window, outcomes))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    count=st.integers(1, 12),
+    batch_size=st.integers(1, 4),
+    window=st.integers(1, 3),
+    outcomes=st.lists(
+        st.tuples(st.integers(0, 5), st.sampled_from(["all", "part", "reject", "fail"]), st.integers(0, 4)),
+        max_size=40,
+    ),
+)
+def test_any_mix_of_outcomes_newest_first_delivers_everything_and_never_resends_a_confirmed_message(
+    count: int, batch_size: int, window: int, outcomes: list[Outcome]
+) -> None:
+    asyncio.run(drive(count, batch_size, window, outcomes, DrainOrder.NEWEST_FIRST))

@@ -1,4 +1,5 @@
-"""kill -9 at random moments loses no acked message and leaves a consistent store (DESIGN §1, 1 and 2)."""
+"""kill -9 at random moments loses no acked message and leaves a consistent store
+(docs/architecture.md §1, invariants 1 and 2)."""
 
 from __future__ import annotations
 

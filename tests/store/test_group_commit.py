@@ -1,4 +1,5 @@
-"""GroupCommitter: one store.append per event-loop turn, acks only after the write (DESIGN §1, 1 and 3)."""
+"""GroupCommitter: one store.append per event-loop turn, acks only after the write
+(docs/architecture.md §1, invariants 1 and 3)."""
 
 from __future__ import annotations
 

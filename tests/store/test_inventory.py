@@ -8,14 +8,14 @@ from edgehub.store.inventory import FIRST_ID, NewerFormatError, count_live, queu
 from edgehub.store.kv import META, WriteBatch
 from edgehub.store.memory import MemoryKeyValue
 from edgehub.store.message_store import MessageStore
-from edgehub.store.records import FORMAT_VERSION, META_FORMAT, U32
+from edgehub.store.records import FORMAT_IN_ORDER, FORMAT_VERSION, META_FORMAT, U32
 from edgehub.testing.store_suite import HOUR, MODULE, NOW, UPSTREAM, item, to
 
 
-def test_a_new_store_is_marked_with_this_format_and_starts_at_the_first_id() -> None:
+def test_a_new_store_is_marked_with_the_in_order_format_and_starts_at_the_first_id() -> None:
     kv = MemoryKeyValue()
-    assert read_meta(kv, "mem", read_only=False) == (FIRST_ID, 0)
-    assert kv.get(META, META_FORMAT) == U32.pack(FORMAT_VERSION)
+    assert read_meta(kv, "mem", read_only=False) == (FIRST_ID, 0, FORMAT_IN_ORDER)
+    assert kv.get(META, META_FORMAT) == U32.pack(FORMAT_IN_ORDER)
 
 
 def test_a_read_only_open_of_a_new_store_writes_nothing() -> None:

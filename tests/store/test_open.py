@@ -1,4 +1,5 @@
-"""open_store: backend choice, loud refusal of broken stores, quarantine (DESIGN §1 invariant 8)."""
+"""open_store: backend choice, loud refusal of broken stores, quarantine
+(docs/architecture.md §1 invariant 8)."""
 
 from __future__ import annotations
 

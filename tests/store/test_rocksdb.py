@@ -1,4 +1,5 @@
-"""The RocksDB backend against the store conformance suite, plus its low-memory options (DESIGN §6)."""
+"""The RocksDB backend against the store conformance suite, plus its low-memory options
+(docs/architecture.md §6)."""
 
 from __future__ import annotations
 

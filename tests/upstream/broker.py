@@ -58,6 +58,8 @@ class Mosquitto:
     port: int = field(default_factory=free_port)
     tls: BrokerTls | None = None
     process: asyncio.subprocess.Process | None = None
+    websocket_port: int | None = None
+    """A second, plain MQTT-over-WebSocket listener (mosquitto's ``protocol websockets``) when set."""
 
     @property
     def config_file(self) -> Path:
@@ -86,6 +88,8 @@ class Mosquitto:
                 f"certfile {self.tls.cert_file}",
                 f"keyfile {self.tls.key_file}",
             ]
+        if self.websocket_port is not None:
+            lines += [f"listener {self.websocket_port} 127.0.0.1", "protocol websockets"]
         self.config_file.write_text("\n".join(lines) + "\n")
 
     async def start(self) -> None:

@@ -12,7 +12,6 @@ from edgehub.message import Identity
 from edgehub.settings import load_settings
 from edgehub.testing.clock import FakeClock
 from edgehub.upstream.config import SubscriptionScope, UpstreamConfig, UpstreamTransport, upstream_config
-from edgehub.upstream.connection import MqttConnection
 from edgehub.upstream.credentials import SasCredentials
 from edgehub.upstream.factory import connection_factory_for, create_upstream
 from edgehub.upstream.mqtt import MqttUpstream
@@ -129,6 +128,6 @@ async def test_amqp_is_not_implemented_yet_so_mqtt_stands_in_with_a_warning(
     assert f"UpstreamProtocol={protocol} is not implemented yet" in caplog.text
 
 
-def test_mqtt_over_tcp_uses_the_native_client_and_mqtt_ws_uses_paho() -> None:
+def test_mqtt_and_mqtt_ws_both_use_the_native_client() -> None:
     assert connection_factory_for(UpstreamTransport.TCP) is NativeMqttConnection
-    assert connection_factory_for(UpstreamTransport.WEBSOCKETS) is MqttConnection
+    assert connection_factory_for(UpstreamTransport.WEBSOCKETS) is NativeMqttConnection

@@ -1,5 +1,5 @@
-"""Tests of one upstream MQTT connection on real sockets, run against both clients (paho and native): what
-CONNECT presents, refusals, keep-alive, TLS with UpstreamCaFile against mosquitto, MQTT over WebSocket.
+"""Tests of one upstream MQTT connection (NativeMqttConnection) on real sockets: what CONNECT presents,
+refusals, keep-alive, TLS with UpstreamCaFile against mosquitto, MQTT over WebSocket through a bridge.
 
 Network on 127.0.0.1 only; brokers are started by the tests (see broker.py).
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ssl
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,9 +27,9 @@ from edgehub.store.base import QueuedMessage, QueueKey
 from edgehub.testing.clock import FakeClock
 from edgehub.tls import ensure_dev_certificates
 from edgehub.upstream.config import SubscriptionScope, UpstreamConfig, UpstreamTransport
-from edgehub.upstream.connection import IncomingPublish, MqttConnection
+from edgehub.upstream.connection import IncomingPublish
 from edgehub.upstream.credentials import SasCredentials
-from edgehub.upstream.mqtt import ConnectionFactory, MqttUpstream
+from edgehub.upstream.mqtt import MqttUpstream
 from edgehub.upstream.native import NativeMqttConnection
 from tests.upstream.broker import BrokerTls, Mosquitto, Subscriber, eventually, free_port
 from tests.upstream.fakes import FakeHub
@@ -46,13 +47,6 @@ def config_for(port: int, **options: Any) -> UpstreamConfig:
 
 def ignore(_: IncomingPublish) -> None:
     """Incoming messages are not part of these tests."""
-
-
-@pytest.fixture(params=[MqttConnection, NativeMqttConnection], ids=["paho", "native"])
-def connection_class(request: pytest.FixtureRequest) -> ConnectionFactory:
-    """Each connection test runs against both implementations of UpstreamConnection."""
-    factory: ConnectionFactory = request.param
-    return factory
 
 
 # -- a broker that only answers CONNECT, to see what the link presents ---------------------------
@@ -132,12 +126,10 @@ class ConnectRecorder:
             writer.close()
 
 
-async def test_connect_presents_the_iot_hub_client_id_username_and_a_sas_token(
-    connection_class: ConnectionFactory,
-) -> None:
+async def test_connect_presents_the_iot_hub_client_id_username_and_a_sas_token() -> None:
     async with ConnectRecorder() as broker:
         token = CREDENTIALS.token(FakeClock().time())
-        connection = connection_class(config_for(broker.port, keepalive=30), token.text, ignore)
+        connection = NativeMqttConnection(config_for(broker.port, keepalive=30), token.text, ignore)
         await connection.open()
         assert connection.is_open
         await connection.close()
@@ -154,25 +146,25 @@ async def test_connect_presents_the_iot_hub_client_id_username_and_a_sas_token(
 
 @pytest.mark.parametrize("return_code", [4, 5])
 async def test_refused_credentials_raise_auth_error(
-    connection_class: ConnectionFactory, return_code: int
+    return_code: int
 ) -> None:
     async with ConnectRecorder(return_code) as broker:
-        connection = connection_class(config_for(broker.port), "wrong", ignore)
+        connection = NativeMqttConnection(config_for(broker.port), "wrong", ignore)
         with pytest.raises(AuthError, match="refused the credentials"):
             await connection.open()
         assert not connection.is_open
         assert not connection.is_open
 
 
-async def test_nothing_listening_raises_unavailable(connection_class: ConnectionFactory) -> None:
-    connection = connection_class(config_for(free_port()), "token", ignore)
+async def test_nothing_listening_raises_unavailable() -> None:
+    connection = NativeMqttConnection(config_for(free_port()), "token", ignore)
     with pytest.raises(EndpointUnavailable, match="cannot connect"):
         await connection.open()
 
 
-async def test_silent_parent_is_found_lost_by_keepalive(connection_class: ConnectionFactory) -> None:
+async def test_silent_parent_is_found_lost_by_keepalive() -> None:
     async with ConnectRecorder() as broker:
-        connection = connection_class(config_for(broker.port, keepalive=1), "token", ignore)
+        connection = NativeMqttConnection(config_for(broker.port, keepalive=1), "token", ignore)
         await connection.open()
         # PINGREQ after 1 s idle, lost when no PINGRESP within another second (MQTT 3.1.1 §3.1.2.10).
         reason = await asyncio.wait_for(connection.wait_closed(), 5)
@@ -180,11 +172,9 @@ async def test_silent_parent_is_found_lost_by_keepalive(connection_class: Connec
         assert reason == "connection lost: Keep alive timeout"
 
 
-async def test_publish_ends_unconfirmed_when_the_connection_closes(
-    connection_class: ConnectionFactory,
-) -> None:
+async def test_publish_ends_unconfirmed_when_the_connection_closes() -> None:
     async with ConnectRecorder() as broker:
-        connection = connection_class(config_for(broker.port), "token", ignore)
+        connection = NativeMqttConnection(config_for(broker.port), "token", ignore)
         await connection.open()
         acked = connection.publish("devices/d/messages/events/", b"x")  # the recorder never PUBACKs
         connection.abort("test")
@@ -193,9 +183,9 @@ async def test_publish_ends_unconfirmed_when_the_connection_closes(
         assert connection.publish("devices/d/messages/events/", b"y").result() is False
 
 
-async def test_close_sends_disconnect_to_the_parent(connection_class: ConnectionFactory) -> None:
+async def test_close_sends_disconnect_to_the_parent() -> None:
     async with ConnectRecorder() as broker:
-        connection = connection_class(config_for(broker.port), "token", ignore)
+        connection = NativeMqttConnection(config_for(broker.port), "token", ignore)
         await connection.open()
         await connection.close()
         assert await asyncio.wait_for(connection.wait_closed(), 5)
@@ -203,12 +193,10 @@ async def test_close_sends_disconnect_to_the_parent(connection_class: Connection
         assert not connection.is_open
 
 
-async def test_a_parent_that_never_pubacks_is_dropped_after_the_ack_timeout_and_reconnected(
-    connection_class: ConnectionFactory,
-) -> None:
+async def test_a_parent_that_never_pubacks_is_dropped_after_the_ack_timeout_and_reconnected() -> None:
     async with ConnectRecorder() as broker:
         config = config_for(broker.port, ack_timeout=0.3, subscription_scope=SubscriptionScope.NONE)
-        link = MqttUpstream(config, SystemClock(), connection_factory=connection_class)
+        link = MqttUpstream(config, SystemClock(), connection_factory=NativeMqttConnection)
         await link.start(FakeHub())
         try:
             await eventually(lambda: link.upstream_endpoint.reachable, what="link up")
@@ -238,11 +226,10 @@ async def tls_broker(tmp_path: Path) -> AsyncIterator[tuple[Mosquitto, Path]]:
 
 
 async def test_tls_with_upstream_ca_file_verifies_the_parent_and_delivers(
-    connection_class: ConnectionFactory,
     tls_broker: tuple[Mosquitto, Path],
 ) -> None:
     broker, ca_file = tls_broker
-    connection = connection_class(config_for(broker.port, tls=True, ca_file=ca_file), "token", ignore)
+    connection = NativeMqttConnection(config_for(broker.port, tls=True, ca_file=ca_file), "token", ignore)
     await connection.open()
     try:
         assert await asyncio.wait_for(connection.publish("devices/d/messages/events/", b"x"), 5)
@@ -251,10 +238,10 @@ async def test_tls_with_upstream_ca_file_verifies_the_parent_and_delivers(
 
 
 async def test_tls_parent_signed_by_an_unknown_ca_is_refused(
-    connection_class: ConnectionFactory, tls_broker: tuple[Mosquitto, Path]
+    tls_broker: tuple[Mosquitto, Path]
 ) -> None:
     broker, _ = tls_broker
-    connection = connection_class(config_for(broker.port, tls=True), "token", ignore)
+    connection = NativeMqttConnection(config_for(broker.port, tls=True), "token", ignore)
     with pytest.raises(EndpointUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
         await connection.open()
 
@@ -265,8 +252,9 @@ async def test_tls_parent_signed_by_an_unknown_ca_is_refused(
 class WebSocketBridge:
     """An HTTP server taking MQTT over WebSocket (subprotocol ``mqtt``) and relaying it to a TCP broker."""
 
-    def __init__(self, broker_port: int) -> None:
+    def __init__(self, broker_port: int, ssl_context: ssl.SSLContext | None = None) -> None:
         self.broker_port = broker_port
+        self.ssl_context = ssl_context
         self.port = free_port()
         self.requests: list[tuple[str, str | None]] = []
         app = web.Application()
@@ -275,7 +263,7 @@ class WebSocketBridge:
 
     async def __aenter__(self) -> WebSocketBridge:
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.ssl_context).start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -312,7 +300,8 @@ async def test_mqtt_ws_carries_telemetry_over_a_websocket_at_the_iothub_path(tmp
     link: MqttUpstream | None = None
     try:
         async with WebSocketBridge(broker.port) as bridge:
-            link = MqttUpstream(config_for(bridge.port, transport=UpstreamTransport.WEBSOCKETS), FakeClock())
+            config = config_for(bridge.port, transport=UpstreamTransport.WEBSOCKETS)
+            link = MqttUpstream(config, FakeClock(), connection_factory=NativeMqttConnection)
             endpoint = link.upstream_endpoint
             await link.start(FakeHub())
             await eventually(lambda: endpoint.reachable, what="WebSocket link up")

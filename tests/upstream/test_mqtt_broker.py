@@ -1,6 +1,6 @@
-"""End-to-end tests of the upstream MQTT link against a real mosquitto, with each connection class (paho,
-native): telemetry topics and order through a real EndpointPump, a broker restart (delivery resumes at once
-on reconnect), and downstream messages acked only after they were stored.
+"""End-to-end tests of the upstream MQTT link against a real mosquitto, over TCP and over mosquitto's
+WebSocket listener: telemetry topics and order through a real EndpointPump, a broker restart (delivery
+resumes at once on reconnect), and downstream messages acked only after they were stored.
 
 Network on 127.0.0.1 only; each test starts its own broker (see broker.py). Waits are bounded polls.
 """
@@ -21,12 +21,11 @@ from edgehub.errors import EndpointUnavailable
 from edgehub.message import Identity, Message, MessageId, SystemProperty
 from edgehub.store.base import Delivery, IngestItem, QueuedMessage, QueueKey
 from edgehub.store.memory import MemoryStore
-from edgehub.upstream.config import UpstreamConfig
-from edgehub.upstream.connection import MqttConnection
+from edgehub.upstream.config import UpstreamConfig, UpstreamTransport
 from edgehub.upstream.credentials import SasCredentials
-from edgehub.upstream.mqtt import ConnectionFactory, MqttUpstream
+from edgehub.upstream.mqtt import MqttUpstream
 from edgehub.upstream.native import NativeMqttConnection
-from tests.upstream.broker import Mosquitto, Subscriber, eventually
+from tests.upstream.broker import Mosquitto, Subscriber, eventually, free_port
 from tests.upstream.fakes import FakeHub
 
 KEY = "a2V5LWZvci10aGUtdXBzdHJlYW0tdGVzdHMtMDEyMw=="
@@ -72,7 +71,7 @@ def append(store: MemoryStore, senders: list[Identity], count: int) -> list[Mess
 
 @pytest.fixture
 async def broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
-    mosquitto = Mosquitto(tmp_path)
+    mosquitto = Mosquitto(tmp_path, websocket_port=free_port())
     await mosquitto.start()
     yield mosquitto
     await mosquitto.stop()
@@ -86,22 +85,27 @@ async def subscriber(broker: Mosquitto) -> AsyncIterator[Subscriber]:
     client.stop()
 
 
-@pytest.fixture(params=[MqttConnection, NativeMqttConnection], ids=["paho", "native"])
-def connection_class(request: pytest.FixtureRequest) -> ConnectionFactory:
-    factory: ConnectionFactory = request.param
-    return factory
+@pytest.fixture(params=[UpstreamTransport.TCP, UpstreamTransport.WEBSOCKETS], ids=["tcp", "websocket"])
+def transport(request: pytest.FixtureRequest) -> UpstreamTransport:
+    chosen: UpstreamTransport = request.param
+    return chosen
 
 
 @pytest.fixture
-async def make_link(broker: Mosquitto, connection_class: ConnectionFactory) -> AsyncIterator[MakeLink]:
-    """Started links to the test broker (plain MQTT) with a short reconnect backoff; stopped after."""
+async def make_link(broker: Mosquitto, transport: UpstreamTransport) -> AsyncIterator[MakeLink]:
+    """Started links to the test broker (plain MQTT, or mosquitto's WebSocket listener at ``/``) with a
+    short reconnect backoff; stopped after."""
     links: list[MqttUpstream] = []
 
     async def make(hub: FakeHub | None = None, **options: Any) -> MqttUpstream:
         credentials = SasCredentials("hub.test", EDGE, KEY)
-        config = UpstreamConfig(credentials, "127.0.0.1", broker.port, tls=False, **options)
+        websocket = transport is UpstreamTransport.WEBSOCKETS
+        port = broker.websocket_port if websocket and broker.websocket_port else broker.port
+        config = UpstreamConfig(credentials, "127.0.0.1", port, tls=False, transport=transport,
+                                websocket_path="/", **options)
         link = MqttUpstream(
-            config, SystemClock(), backoff=Backoff(initial=0.1, cap=0.4), connection_factory=connection_class
+            config, SystemClock(), backoff=Backoff(initial=0.1, cap=0.4),
+            connection_factory=NativeMqttConnection,
         )
         links.append(link)
         await link.start(hub or FakeHub())
@@ -177,7 +181,7 @@ async def test_after_a_broker_restart_delivery_resumes_within_a_second_of_the_re
     await eventually(lambda: last_checkpoint(store) == second[-1], within=10, what="the rest delivered")
     delivered_at = next(at for at, upto in store.checkpoints if upto > first[-1])
     assert reconnected, "the reconnect notified no one"
-    assert delivered_at - reconnected[0] < 1.0  # DESIGN §1 invariant 7
+    assert delivered_at - reconnected[0] < 1.0  # docs/architecture.md §1 invariant 7
     assert delivered_at > restarted
 
 

@@ -2,7 +2,7 @@
 PUBACKs settled however the bytes are split, and refusal of what MQTT cannot carry or a parent must not send.
 
 Real sockets on 127.0.0.1 (ConnectRecorder never PUBACKs, so the tests feed the parent's bytes themselves);
-the behaviour shared with paho is tested for both clients in test_connection.py and test_mqtt_broker.py.
+the protocol rules are tested sans-I/O in tests/mqtt/test_client.py, transports in test_transport.py.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ async def test_a_too_long_topic_raises_value_error(connection: NativeMqttConnect
 async def test_packet_ids_skip_those_still_awaiting_a_puback(connection: NativeMqttConnection) -> None:
     spy = WriteSpy(connection)
     first = connection.publish(TOPIC, b"x")  # packet id 1, never acknowledged
-    connection._last_id = 65_535  # wrap around without 65535 publishes
+    connection._session._next_id = 1  # wrapped around (without 65535 publishes) to the unacked id 1
     connection.publish(TOPIC, b"y")
     await next_turns()
     packet_ids = [data[3 + len(TOPIC) : 5 + len(TOPIC)] for data in spy.writes[0].split(b"\x32")[1:]]

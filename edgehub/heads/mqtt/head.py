@@ -54,7 +54,7 @@ class MqttHead:
 
     async def start(self, hub: HubPort) -> list[str]:
         config = self.config
-        # Low-memory mode: smaller in-flight windows per connection (DESIGN §6).
+        # Low-memory mode: smaller in-flight windows per connection (docs/architecture.md §6).
         session = (
             SessionConfig(receive_maximum=128, outbound_window=32) if config.low_memory else SessionConfig()
         )
@@ -69,7 +69,7 @@ class MqttHead:
             return []
         lines = [f"mqtt: mqtts://{config.host}:{server.port} (TLS)"]
         if config.plain_port:
-            # Plaintext only on loopback (DESIGN §4: "plaintext port for loopback/dev").
+            # Plaintext only on loopback (docs/architecture.md §4: "plaintext port for loopback/dev").
             await server.listen(LOOPBACK, config.plain_port, None)
             lines.append(f"mqtt: mqtt://{LOOPBACK}:{config.plain_port} (plaintext, loopback only)")
         return lines

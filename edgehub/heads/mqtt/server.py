@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
-    """Per-connection memory bounds of the glue (DESIGN §1 invariant 6).
+    """Per-connection memory bounds of the glue (docs/architecture.md §1 invariant 6).
 
     Reading pauses while a connection's received-but-not-yet-acked bytes exceed
     ``max_pending_bytes``; TCP connections that have not sent CONNECT yet are capped
@@ -289,7 +289,8 @@ class MqttConnection(asyncio.Protocol):
 
     async def deliver(self, input_name: str | None, messages: Sequence[Message]) -> int:
         """Publish ``messages`` at QoS 1 to the module input (or devicebound when None);
-        return how many leading ones the client acknowledged (DESIGN §1: checkpoint after ack)."""
+        return how many leading ones the client acknowledged (docs/architecture.md §1: checkpoint
+        after ack)."""
         session = self.session
         identity = self.identity
         if session is None or identity is None or session.phase is not Phase.CONNECTED:

@@ -66,6 +66,7 @@ from edgehub.mqtt.packets import (
     UnsubAck,
     Unsubscribe,
 )
+from edgehub.mqtt.session_rules import following_packet_id, free_packet_id, keep_alive_expired
 from edgehub.mqtt.wire import MqttError, UnsupportedProtocolVersionError
 
 log = logging.getLogger(__name__)
@@ -186,10 +187,7 @@ class MqttSession:
             self._finish("no CONNECT in time", ReasonCode.UNSPECIFIED_ERROR, publish_will=False)
         elif now >= self._credential_expires:
             self._credential_expired()
-        elif (
-            self.phase is Phase.CONNECTED and self._keep_alive
-            and now - self._last_received > 1.5 * self._keep_alive
-        ):
+        elif self.phase is Phase.CONNECTED and keep_alive_expired(self._keep_alive, self._last_received, now):
             # [MQTT-3.1.2-24] (3.1.1), [MQTT-3.1.2-22] (5): nothing for 1.5 x Keep Alive -> disconnect.
             self._fail(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout")
         return self._take_events()
@@ -201,7 +199,7 @@ class MqttSession:
     def refuse(self, token: int, reason_code: int = ReasonCode.QUOTA_EXCEEDED) -> list[Event]:
         """The messages of ``token`` were not stored (store full): MQTT 5 acks them with
         ``reason_code``; MQTT 3.1.1 has no negative PUBACK, so the connection closes unacked
-        (DESIGN §1 invariant 6)."""
+        (docs/architecture.md §1 invariant 6)."""
         if token not in self._batches:
             return []
         if self.version == MQTT_5:
@@ -517,7 +515,7 @@ class MqttSession:
         return known
 
     def _refuse_publish(self, packet: Publish, topic: str, batch: AckBatch) -> None:
-        """A publish as another identity or outside the telemetry scheme (DESIGN §4)."""
+        """A publish as another identity or outside the telemetry scheme (docs/architecture.md §4)."""
         if topic not in self._refused_topics and len(self._refused_topics) < 16:
             self._refused_topics.add(topic)  # one line per topic, not per message
             log.info("MQTT publish of %s to %r refused: not its own telemetry topic", self.identity, topic)
@@ -563,9 +561,9 @@ class MqttSession:
 
     def _allocate_packet_id(self) -> int:
         packet_id = self._next_packet_id
-        while packet_id in self._inflight:
-            packet_id = packet_id % 65535 + 1
-        self._next_packet_id = packet_id % 65535 + 1
+        if packet_id in self._inflight:
+            packet_id = free_packet_id(packet_id, self._inflight)  # the window keeps one free
+        self._next_packet_id = following_packet_id(packet_id)
         return packet_id
 
     # --- SUBSCRIBE / UNSUBSCRIBE ---------------------------------------------------------------

@@ -33,7 +33,7 @@ class TelemetryParser:
     """Turns (topic, payload) from one identity into Messages, caching repeated topics.
 
     The sender of a message is the authenticated identity, and a client may publish only on its
-    own telemetry topics (DESIGN §4; edgeHub does not check this). A child edge hub (module
+    own telemetry topics (docs/architecture.md §4; edgeHub does not check this). A child edge hub (module
     ``$edgeHub``) publishes for the devices and modules below it, as IoT Edge nested hubs do: its
     messages' connection ids come from the topic. A ``$.cdid``/``$.cmid`` in the bag never counts.
 

@@ -368,7 +368,7 @@ def test_store_full_refusal_depends_on_the_version(version: int) -> None:
         assert peer.received() == [PubAck(1, ReasonCode.QUOTA_EXCEEDED), PubAck(2, ReasonCode.QUOTA_EXCEEDED)]
         assert not peer.closed
     else:
-        assert peer.received() == []  # DESIGN §1 inv. 6: no PUBACK, disconnect
+        assert peer.received() == []  # docs/architecture.md §1 inv. 6: no PUBACK, disconnect
         assert isinstance(events[-1], Closed)
 
 
