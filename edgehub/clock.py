@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -41,3 +41,16 @@ class SystemClock:
 def now_ms(clock: Clock) -> int:
     """Wall time in integer milliseconds, the unit of the store."""
     return int(clock.time() * 1000)
+
+
+async def within(clock: Clock, waiter: asyncio.Future[Any], seconds: float) -> bool:
+    """Wait for ``waiter`` at most ``seconds`` of ``clock`` time; True when it finished in time.
+    A waiter still pending then is cancelled."""
+    timer = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait((waiter, timer), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        timer.cancel()
+        if not waiter.done():
+            waiter.cancel()
+    return waiter.done() and not waiter.cancelled()

@@ -60,8 +60,8 @@ class Credentials(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class SasCredentials:
-    """Who the hub is upstream (``EdgeHubConnectionString``), as IoT Hub expects it over MQTT.
+class IotHubLogin:
+    """An identity as IoT Hub names it over MQTT: client id, username and the ``sr`` of its tokens.
 
     ``hub_hostname`` is ``IotHubHostName`` (the connection string's HostName): it names the hub
     in the username and in the token's ``sr``, also when the link connects to a
@@ -70,12 +70,6 @@ class SasCredentials:
 
     hub_hostname: str
     identity: Identity
-    shared_access_key: str = field(repr=False)
-    token_ttl: float = DEFAULT_TOKEN_TTL
-
-    def __post_init__(self) -> None:
-        if self.token_ttl < 1:
-            raise ValueError(f"SAS token lifetime must be >= 1 s, got {self.token_ttl}")
 
     @property
     def client_id(self) -> str:
@@ -92,6 +86,23 @@ class SasCredentials:
         """The token's ``sr``, before URL-encoding: ``{host}/devices/{d}[/modules/{m}]``."""
         return sas_resource(self.hub_hostname, self.identity)
 
+
+def _check_ttl(token_ttl: float) -> None:
+    if token_ttl < 1:
+        raise ValueError(f"SAS token lifetime must be >= 1 s, got {token_ttl}")
+
+
+@dataclass(frozen=True, slots=True)
+class SasCredentials(IotHubLogin):
+    """Who an identity is upstream with its symmetric key (``EdgeHubConnectionString``, or a key
+    of the local registry): each token is signed here."""
+
+    shared_access_key: str = field(repr=False)
+    token_ttl: float = DEFAULT_TOKEN_TTL
+
+    def __post_init__(self) -> None:
+        _check_ttl(self.token_ttl)
+
     def token(self, now: float) -> SasToken:
         """A token valid from ``now`` (Unix seconds) for ``token_ttl``."""
         expiry = int(now + self.token_ttl)
@@ -103,7 +114,7 @@ Signer = Callable[[bytes], bytes]
 
 
 @dataclass(frozen=True, slots=True)
-class WorkloadCredentials:
+class WorkloadCredentials(IotHubLogin):
     """The hub's identity upstream under the IoT Edge runtime: no key here, each token is signed by
     the workload API (``IOTEDGE_WORKLOADURI``) with the module's key, as edgeHub does it.
 
@@ -111,26 +122,11 @@ class WorkloadCredentials:
     ``sig`` = the signature of ``{url-encoded sr}\n{expiry}``.
     """
 
-    hub_hostname: str
-    identity: Identity
     sign: Signer = field(repr=False)
     token_ttl: float = DEFAULT_TOKEN_TTL
 
     def __post_init__(self) -> None:
-        if self.token_ttl < 1:
-            raise ValueError(f"SAS token lifetime must be >= 1 s, got {self.token_ttl}")
-
-    @property
-    def client_id(self) -> str:
-        return self.identity.id
-
-    @property
-    def username(self) -> str:
-        return f"{self.hub_hostname}/{self.identity.id}/?api-version={API_VERSION}"
-
-    @property
-    def resource(self) -> str:
-        return sas_resource(self.hub_hostname, self.identity)
+        _check_ttl(self.token_ttl)
 
     def token(self, now: float) -> SasToken:
         """A token valid from ``now`` for ``token_ttl``; AuthError when the workload API cannot sign."""

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
-from edgehub.clock import Clock
+from edgehub.clock import Clock, within
 from edgehub.endpoints.base import ReachableListeners, SendResult, Unsubscribe
 from edgehub.errors import EndpointUnavailable
 from edgehub.message import Identity
@@ -248,11 +248,4 @@ class UpstreamEndpoint:
 
     async def _within_ack_timeout(self, waiter: asyncio.Future[None]) -> bool:
         """Wait for ``waiter`` at most ``ack_timeout`` of the clock; cancel it if it took longer."""
-        timer = asyncio.ensure_future(self._clock.sleep(self._ack_timeout))
-        try:
-            await asyncio.wait({waiter, timer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            timer.cancel()
-            if not waiter.done():
-                waiter.cancel()
-        return waiter.done() and not waiter.cancelled()
+        return await within(self._clock, waiter, self._ack_timeout)

@@ -14,14 +14,14 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from edgehub.clock import Clock
+from edgehub.clock import Clock, within
 from edgehub.endpoints.base import ReachableListeners, SendResult, Unsubscribe
 from edgehub.errors import AuthError, EndpointUnavailable
 from edgehub.message import Identity, MessageId
 from edgehub.store.base import QueuedMessage
 from edgehub.twins.port import MethodPort
 from edgehub.upstream.config import SubscriptionScope, UpstreamConfig
-from edgehub.upstream.credentials import API_VERSION, Credentials, SasCredentials, SasToken
+from edgehub.upstream.credentials import Credentials, IotHubLogin, SasCredentials, SasToken
 from edgehub.upstream.endpoint import UPSTREAM_ENDPOINT
 from edgehub.upstream.mqtt import ConnectionFactory, MqttUpstream
 from edgehub.upstream.port import DownstreamPort
@@ -64,20 +64,10 @@ class PresentedTokens:
 
 
 @dataclass(frozen=True, slots=True)
-class PresentedCredentials:
+class PresentedCredentials(IotHubLogin):
     """Credentials of an identity without a key here: the latest token it presented itself."""
 
-    hub_hostname: str
-    identity: Identity
     tokens: PresentedTokens = field(repr=False)
-
-    @property
-    def client_id(self) -> str:
-        return self.identity.id
-
-    @property
-    def username(self) -> str:
-        return f"{self.hub_hostname}/{self.identity.id}/?api-version={API_VERSION}"
 
     def token(self, now: float) -> SasToken:
         known = self.tokens.valid(self.identity, now)
@@ -126,7 +116,7 @@ class IdentityLinks:
     @property
     def hub_hostname(self) -> str:
         credentials = self._base.credentials
-        return credentials.hub_hostname if isinstance(credentials, SasCredentials) else self._base.host
+        return credentials.hub_hostname if isinstance(credentials, IotHubLogin) else self._base.host
 
     def __len__(self) -> int:
         return len(self._links)
@@ -320,14 +310,9 @@ class PerIdentityEndpoint:
                 ready.set_result(None)
 
         unsubscribe = link.upstream_endpoint.subscribe_reachable(up)
-        timer = asyncio.ensure_future(self._clock.sleep(self._connect_wait))
         try:
-            if link.upstream_endpoint.reachable:
-                return True
-            await asyncio.wait((ready, timer), return_when=asyncio.FIRST_COMPLETED)
+            if not link.upstream_endpoint.reachable:
+                await within(self._clock, ready, self._connect_wait)
         finally:
             unsubscribe()
-            timer.cancel()
-            if not ready.done():
-                ready.cancel()
         return link.upstream_endpoint.reachable

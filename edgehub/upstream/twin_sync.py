@@ -15,7 +15,7 @@ import logging
 from collections.abc import Coroutine, Mapping
 from typing import Any, Final, Protocol
 
-from edgehub.clock import Clock
+from edgehub.clock import Clock, within
 from edgehub.iothub.twin_topics import (
     Feed,
     Operation,
@@ -258,14 +258,11 @@ class UpstreamTwins:
         future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
         connection.publish(twin_request_topic(operation, rid, self._dialect(identity)), body)
-        timer: asyncio.Future[None] = asyncio.ensure_future(self._clock.sleep(self._request_timeout))
         try:
-            await asyncio.wait((future, timer), return_when=asyncio.FIRST_COMPLETED)
+            answered = await within(self._clock, future, self._request_timeout)
         finally:
-            timer.cancel()
             self._pending.pop(rid, None)
-        if not future.done():
-            future.cancel()
+        if not answered:
             log.info("upstream: twin %s of %s timed out", operation.value, identity)
             return None
         if future.exception() is not None:
