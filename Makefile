@@ -15,7 +15,7 @@ RUN_ENV := StorageFolder=$${StorageFolder:-./data} \
 	httpSettings__port=$${httpSettings__port:-8443} \
 	mqttSettings__plainPort=$${mqttSettings__plainPort:-1883}
 
-.PHONY: run test lint bench check-config check image clean system-deps venv
+.PHONY: run test soak fuzz lint bench check-config check image clean system-deps venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -62,6 +62,17 @@ lint: $(STAMP)
 
 test: $(STAMP) $(AZURE_STAMP) system-deps lint
 	$(BIN)/pytest
+
+# The reliability suite's longest rounds (tests/reliability): 60 power cuts per backend instead of 6,
+# 200 kill -9 rounds under load instead of 20, 200,000 fuzzed packets instead of 12,000.
+soak: $(STAMP) system-deps
+	EDGEHUB_POWER_ROUNDS=60 EDGEHUB_KILL9_ROUNDS=200 EDGEHUB_FUZZ_PACKETS=200000 $(BIN)/pytest tests/reliability tests/store/test_crash.py tests/store/test_crash_newest_first.py
+
+# The atheris harness of the MQTT codec and session (tests/fuzz/mqtt_codec.py) for FUZZ_SECS seconds;
+# a Hypothesis loop where atheris is not installed. `make test` runs a bounded smoke of the same target.
+FUZZ_SECS ?= 300
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz.mqtt_codec -max_total_time=$(FUZZ_SECS)
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench

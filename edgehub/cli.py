@@ -301,8 +301,20 @@ async def _serve(assembly: HubAssembly) -> int:
     await assembly.start()
     for line in assembly.describe():
         print(line, flush=True)
-    await stop.wait()
+    failed = asyncio.ensure_future(assembly.hub.failed.wait())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    failed.cancel()
+    stopped.cancel()
     log.info("stopping: flushing pending writes and closing the store")
-    await assembly.stop()
+    try:
+        await assembly.stop()
+    except Exception:
+        if assembly.hub.store_failure is None:
+            raise
+        log.exception("error while stopping a hub with a damaged store")
+    if assembly.hub.store_failure is not None:  # docs/architecture.md §1 invariant 8
+        print(f"error: {assembly.hub.store_failure}", file=sys.stderr)
+        return EXIT_STORE
     log.info("stopped")
     return EXIT_OK

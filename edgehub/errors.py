@@ -45,6 +45,18 @@ class StoreOpenError(StoreError):
         super().__init__(f"cannot open store at {path}: {reason}")
 
 
+class StoreDamagedError(StoreError):
+    """A read or write of the open store hit damaged data (a checksum mismatch); ``table`` names
+    the table read ("" when RocksDB refuses writes after a background read hit damage)."""
+
+    def __init__(self, path: str, table: str, reason: str) -> None:
+        self.path = path
+        self.table = table
+        self.reason = reason
+        where = f"the {table} table of " if table else ""
+        super().__init__(f"{where}the store at {path} is damaged: {reason}")
+
+
 class StoreFullError(StoreError):
     """Appending would exceed ``storeLimits.maxSizeBytes``; nothing was written."""
 

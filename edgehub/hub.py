@@ -24,7 +24,7 @@ from edgehub.endpoints.base import Endpoint, SendResult, Unsubscribe
 from edgehub.endpoints.link import ClientLink
 from edgehub.endpoints.module import ClientDirectory, DeviceboundEndpoint, ModuleInputEndpoint
 from edgehub.endpoints.pump import EndpointPump
-from edgehub.errors import EndpointUnavailable
+from edgehub.errors import EndpointUnavailable, StoreDamagedError
 from edgehub.message import DEFAULT_PRIORITY, Identity, Message
 from edgehub.plugins import Head, UpstreamLink
 from edgehub.routing.router import RouteMatch, Router, compile_routes
@@ -145,6 +145,10 @@ class Hub:
         self._pumps: dict[str, EndpointPump] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
+        # Store damage found while running that the store could not route around: the CLI stops
+        # the hub with exit 3 (docs/architecture.md §1 invariant 8).
+        self.store_failure: StoreDamagedError | None = None
+        self.failed = asyncio.Event()
         self.listening: list[str] = []
         # Twins and direct methods (IoT Hub's device twin and direct method model, served locally).
         self.hub_identity = Identity(settings.edge_device_id, EDGE_HUB_MODULE)
@@ -154,6 +158,7 @@ class Hub:
         self._hub_twin_patch: JsonObject = {}
         self._hub_twin_dirty = asyncio.Event()
         self._desired_version = 0
+        self._hub_twin_refused = False
         self._background: set[asyncio.Task[None]] = set()
         # Per-identity upstream: tokens clients presented, and who is connected (hub.build_upstream).
         self.presented_tokens = PresentedTokens()
@@ -184,7 +189,11 @@ class Hub:
         if unrouted:
             metrics.MESSAGES_DROPPED.labels("no_route", "", "").inc(unrouted)
         if items:
-            await self.committer.append(items)
+            try:
+                await self.committer.append(items)
+            except StoreDamagedError as exc:
+                self.store_damaged(exc)
+                raise
         metrics.INGEST_DURATION.observe(self.clock.monotonic() - started)
         touched = {d.queue for deliveries in deliveries_of.values() for d in deliveries}
         for queue in touched:
@@ -327,10 +336,39 @@ class Hub:
             return
         try:
             self.twin_service.update_reported(self.hub_identity, patch)
+        except TwinError as exc:
+            # IoT Hub's 32 KB bound: with about a thousand clients the clients list no longer
+            # fits (edgeHub has the same bound); the hub keeps running, the twin stays as it was.
+            if not self._hub_twin_refused:
+                log.warning("the hub's own reported properties were not updated: %s", exc.reason[:200])
+            self._hub_twin_refused = True
+            return
         except Exception:
             log.exception("the hub's own reported properties could not be written")
             return
+        self._hub_twin_refused = False
         self.twins.upstream.reported_changed()
+
+    def store_damaged(self, exc: StoreDamagedError) -> None:
+        """The store is damaged beyond what it could take out by itself: stop (exit 3), once."""
+        if self.store_failure is None:
+            self.store_failure = exc
+            log.critical("store damaged while running: %s; stopping the hub (exit 3)", exc)
+        self.failed.set()
+
+    def _pump_failed(self, name: str, exc: BaseException) -> None:
+        """A pump reported damage or crashed: store damage stops the hub; any other crash gets the
+        endpoint a new pump, so no endpoint stays undelivered behind a dead task."""
+        if isinstance(exc, StoreDamagedError):
+            self.store_damaged(exc)
+            return
+        if self._stopped or self._pumps.get(name) is None:
+            return
+        log.error("endpoint %s: starting a new pump after the crash", name)
+        del self._pumps[name]
+        for queue in self.store.queues():
+            if queue.endpoint == name:
+                self._pump_for(name).notify(queue.priority)
 
     def _pump_for(self, endpoint_name: str) -> EndpointPump:
         pump = self._pumps.get(endpoint_name)
@@ -340,7 +378,7 @@ class Hub:
             fan_out = self.settings.upstream_fan_out_factor if upstream else LOCAL_IN_FLIGHT_BATCHES
             pump = EndpointPump(
                 self.store, endpoint, self.clock, max_in_flight_batches=fan_out,
-                drain_order=self.config.drain_order_of(endpoint_name),
+                drain_order=self.config.drain_order_of(endpoint_name), on_failure=self._pump_failed,
             )
             self._pumps[endpoint_name] = pump
             pump.start()
@@ -358,6 +396,9 @@ class Hub:
             await self.clock.sleep(interval)
             try:
                 dropped = await asyncio.to_thread(self.store.expire, now_ms(self.clock))
+            except StoreDamagedError as exc:
+                self.store_damaged(exc)
+                return
             except Exception:
                 log.exception("TTL cleanup failed; retrying in %ss", interval)
                 continue
@@ -556,6 +597,7 @@ def build_heads(
 def _mqtt_head(settings: Settings, hub: Hub, tls: ssl.SSLContext, *, tcp: bool) -> MqttHead:
     from edgehub.heads.credentials import RegistryAuthenticator
     from edgehub.heads.mqtt.head import MqttHead, MqttHeadConfig
+    from edgehub.heads.mqtt.session_store import DurableSessionStore
 
     auth = RegistryAuthenticator(
         lambda: hub.registry, hub.clock, client_cert_auth=settings.client_cert_auth_enabled,
@@ -567,7 +609,8 @@ def _mqtt_head(settings: Settings, hub: Hub, tls: ssl.SSLContext, *, tcp: bool) 
         max_connected_clients=settings.max_connected_clients,
         low_memory=not settings.optimize_for_performance, tcp=tcp,
     )
-    return MqttHead(head_config, auth, tls, hub.clock, twins=hub.twins, methods=hub.twins, presence=hub)
+    return MqttHead(head_config, auth, tls, hub.clock, twins=hub.twins, methods=hub.twins, presence=hub,
+                    sessions=DurableSessionStore(hub.store, hub.clock.time))
 
 
 def validate_config(settings: Settings) -> Callable[[HubConfig], None]:

@@ -11,14 +11,14 @@ import bisect
 import enum
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
 from edgehub.clock import Clock, now_ms
 from edgehub.endpoints.backoff import Backoff
 from edgehub.endpoints.base import Endpoint, SendResult, Unsubscribe
-from edgehub.errors import EndpointUnavailable, StoreError
+from edgehub.errors import EndpointUnavailable, StoreDamagedError, StoreError
 from edgehub.message import MessageId
 from edgehub.metrics import MESSAGES_DROPPED, OPERATION_RETRY, SentRecorder, sender_of
 from edgehub.store.base import DEFAULT_PRIORITY, DrainOrder, QueuedMessage, QueueKey, Store
@@ -163,6 +163,7 @@ class EndpointPump:
         starvation_limit: int = DEFAULT_STARVATION_LIMIT,
         backoff: Backoff | None = None,
         drain_order: DrainOrder = DrainOrder.FIFO,
+        on_failure: Callable[[str, BaseException], None] | None = None,
     ) -> None:
         limit = endpoint.max_batch_size
         batch_size = limit if batch_size is None else min(batch_size, limit)
@@ -182,6 +183,9 @@ class EndpointPump:
         self._backoff = backoff or Backoff()
         self._order = drain_order
         self._pending_order: DrainOrder | None = None
+        # Store damage it cannot route around, or a crash: told to the hub (which stops with exit 3
+        # on store damage), never left as a dead task; the other pumps keep running.
+        self._on_failure = on_failure or _log_only
         self._cursors: list[_QueueCursor] = []  # sorted by priority, most urgent first
         self._by_priority: dict[int, _QueueCursor] = {}
         for priority in priorities:
@@ -286,9 +290,10 @@ class EndpointPump:
                 self._state = PumpState.SENDING if self._in_flight_count else PumpState.IDLE
                 await self._wake.wait()
             await self._shut_down()
-        except Exception:
-            log.exception("endpoint pump %s crashed", self._name)
-            raise
+        except Exception as exc:
+            log.critical("endpoint pump %s crashed: %s", self._name, exc, exc_info=True)
+            self._state = PumpState.STOPPED
+            self._on_failure(self._name, exc)
 
     def _fill_window(self) -> None:
         if self._pending_order is not None:
@@ -299,6 +304,11 @@ class EndpointPump:
         while self._in_flight_count < self._max_in_flight:
             try:
                 picked = self._read_next(now)
+            except StoreDamagedError as exc:  # damage the store could not pin on messages
+                log.critical("endpoint %s: its queues cannot be read: %s", self._name, exc)
+                self._draining = self._failed = True
+                self._on_failure(self._name, exc)
+                return
             except StoreError:
                 log.exception("endpoint %s: reading its queues failed; retrying with backoff", self._name)
                 self._draining = self._failed = True
@@ -474,7 +484,9 @@ class EndpointPump:
         if covered:
             try:
                 self._store.mark_delivered(cursor.key, [m.id for m in messages[:covered]])
-            except StoreError:
+            except StoreError as exc:
+                if isinstance(exc, StoreDamagedError):
+                    self._on_failure(self._name, exc)
                 log.exception(
                     "endpoint %s: marking %d messages of %s delivered failed; they will be sent again",
                     self._name, covered, cursor.key,
@@ -522,7 +534,9 @@ class EndpointPump:
     def _checkpoint(self, cursor: _QueueCursor, upto: MessageId) -> bool:
         try:
             self._store.checkpoint(cursor.key, upto)
-        except StoreError:
+        except StoreError as exc:
+            if isinstance(exc, StoreDamagedError):
+                self._on_failure(self._name, exc)
             log.exception(
                 "endpoint %s: checkpoint of %s up to %d failed; those messages will be sent again",
                 self._name, cursor.key, upto,
@@ -616,3 +630,7 @@ class EndpointPump:
             self._by_priority[priority] = cursor
             bisect.insort(self._cursors, cursor, key=lambda c: c.key.priority)
         return cursor
+
+
+def _log_only(name: str, exc: BaseException) -> None:
+    """The failure report of a pump run without a hub (tests): the log line was written already."""

@@ -53,7 +53,10 @@ class RegistryAuthenticator:
         try:
             result = self.authenticate(request, now)
         except AuthError:
-            CLIENT_CONNECT_FAILED.labels(request.client_id, "not_authenticated").inc()
+            # Only registered ids become label values: a label per client-chosen id would let
+            # unauthenticated peers grow the metrics without bound (issue 15: bounded memory).
+            known = Identity.parse(request.client_id) in self._registry()
+            CLIENT_CONNECT_FAILED.labels(request.client_id if known else "unknown", "not_authenticated").inc()
             raise
         valid_for = None if result.expires_at is None else result.expires_at - now
         if self._on_token is not None and result.method == "sas" and request.password and result.expires_at:

@@ -158,6 +158,23 @@ class Store(Protocol):
         """Every key holding a twin record, sorted."""
         ...
 
+    def get_session(self, key: str) -> bytes | None:
+        """The persistent MQTT session record under ``key`` (a client id; the MQTT head owns
+        the bytes), or None."""
+        ...
+
+    def put_session(self, key: str, value: bytes) -> None:
+        """Store one session record in ONE atomic write (fsynced when sync writes are on)."""
+        ...
+
+    def delete_session(self, key: str) -> None:
+        """Remove the session record under ``key``; no-op when absent."""
+        ...
+
+    def session_keys(self) -> list[str]:
+        """Every key holding a session record, sorted."""
+        ...
+
     def close(self) -> None:
         """Flush and close; idempotent."""
         ...

@@ -35,8 +35,10 @@ from edgehub.store.records import (
     U32,
     U64,
     decode_checkpoint,
+    decode_expiry_value,
     decode_queue_value,
 )
+from edgehub.store.verify import verify_bodies
 
 FIRST_ID = 1
 
@@ -45,16 +47,21 @@ class NewerFormatError(StoreOpenError):
     """The store was written by a newer hub (format version above ours); never quarantined."""
 
 
+SAMPLE_IDS = 256
+"""Live ids count_live keeps, evenly spread, for the body check at open (edgehub.store.verify)."""
+
+
 @dataclass(slots=True)
 class LiveCounts:
     """Checkpoint, highest id delivered above it (out of order, else absent) and waiting refs
-    per queue prefix, and the live bodies' count and bytes."""
+    per queue prefix, and the live bodies' count and bytes; ``sample_ids`` some live ids."""
 
     checkpoints: dict[bytes, int] = field(default_factory=dict)
     delivered_above: dict[bytes, int] = field(default_factory=dict)
     lengths: dict[bytes, int] = field(default_factory=dict)
     size: int = 0
     count: int = 0
+    sample_ids: list[int] = field(default_factory=list)
 
 
 def read_meta(kv: KeyValue, location: str, read_only: bool) -> tuple[int, int, int]:
@@ -88,23 +95,84 @@ def read_meta(kv: KeyValue, location: str, read_only: bool) -> tuple[int, int, i
 
 
 def count_live(kv: KeyValue) -> LiveCounts:
-    """One pass over checkpoints, queues and the expiry index (never the bodies)."""
+    """One pass over checkpoints, queues and the expiry index (never the bodies), checking
+    that they agree (StoreCorruptError otherwise): see ``_check_refs``."""
     counts = LiveCounts()
     for prefix, value in scan_all(kv, CHECKPOINTS, b"", b"\xff"):
         upto, above = decode_checkpoint(value)
         counts.checkpoints[prefix] = upto
         if above > upto:
             counts.delivered_above[prefix] = above
+    next_id, expired_upto = _counters(kv)
+    checkpoints, lengths = counts.checkpoints, counts.lengths
+    beyond: list[bytes] = []
     for key, _ in scan_all(kv, QUEUES, b"", b"\xff"):
         prefix = key[:-ID_BYTES]
-        counts.lengths[prefix] = counts.lengths.get(prefix, 0) + 1
+        lengths[prefix] = lengths.get(prefix, 0) + 1
+        message_id = U64.unpack_from(key, len(prefix))[0]
+        if not checkpoints.get(prefix, 0) < message_id < next_id and len(beyond) < 3:
+            beyond.append(key)
+    # Per queue, the refs the live messages say still wait: certainly (above every delivered
+    # id) and possibly (delivered out of order at or below delivered_above, which only the
+    # entry itself tells).
+    certain: dict[bytes, int] = {}
+    possible: dict[bytes, int] = {}
+    stride = 1
     for key, value in scan_all(kv, EXPIRY, b"", b"\xff"):
-        expiry = EXPIRY_KEY.unpack(key)[0]
+        expiry, message_id = EXPIRY_KEY.unpack(key)
         record_size, _, max_expiry, *_ = EXPIRY_HEAD.unpack_from(value, 0)
-        if expiry == max_expiry:  # the entry of a message's latest expiry lives as long as its body
-            counts.size += record_size
-            counts.count += 1
+        if expiry != max_expiry:  # the entry of a message's latest expiry lives as long as its body
+            continue
+        counts.size += record_size
+        counts.count += 1
+        if counts.count % stride == 0:
+            counts.sample_ids.append(message_id)
+            if len(counts.sample_ids) >= 2 * SAMPLE_IDS:
+                del counts.sample_ids[1::2]
+                stride *= 2
+        for prefix, index in decode_expiry_value(value)[3]:
+            if index <= expired_upto or message_id <= checkpoints.get(prefix, 0):
+                continue
+            tally = possible if message_id <= counts.delivered_above.get(prefix, 0) else certain
+            tally[prefix] = tally.get(prefix, 0) + 1
+    _check_refs(kv, counts, beyond, certain, possible)
+    verify_bodies(kv, str(getattr(kv, "path", "store")), counts.count, counts.size, counts.sample_ids)
     return counts
+
+
+def _counters(kv: KeyValue) -> tuple[int, int]:
+    """(next id, expired-up-to time) from meta; read_meta has refused a missing counter already."""
+    next_id = kv.get(META, META_NEXT_ID)
+    expired = kv.get(META, META_EXPIRED_UPTO)
+    return (
+        U64.unpack(next_id)[0] if next_id is not None and len(next_id) == U64.size else FIRST_ID,
+        U64.unpack(expired)[0] if expired is not None and len(expired) == U64.size else 0,
+    )
+
+
+def _check_refs(
+    kv: KeyValue, counts: LiveCounts, beyond: list[bytes],
+    certain: dict[bytes, int], possible: dict[bytes, int],
+) -> None:
+    """The store's own consistency check (issue 15: a damaged queues table read as half the
+    queue, a damaged MANIFEST as messages without any queue): every queue entry lies between
+    its queue's checkpoint and the id counter, and each queue holds as many entries as the live
+    messages' refs say are waiting (exactly, up to refs delivered out of order)."""
+    location = str(getattr(kv, "path", "store"))
+    if beyond:
+        raise StoreCorruptError(
+            location, f"queue entries outside their checkpoint and the id counter (first: {beyond[0]!r})",
+        )
+    for prefix in certain.keys() | possible.keys() | counts.lengths.keys():
+        found = counts.lengths.get(prefix, 0)
+        low = certain.get(prefix, 0)
+        if not low <= found <= low + possible.get(prefix, 0):
+            raise StoreCorruptError(
+                location,
+                f"queue {prefix[:-5].decode(errors='replace')!r} holds {found} entries but its live "
+                f"messages have {low}{f' to {low + possible[prefix]}' if prefix in possible else ''} "
+                "waiting refs: the queues, checkpoints or expiry table is damaged",
+            )
 
 
 def queue_stats(kv: KeyValue, queue: QueueKey, prefix: bytes, checkpoint: int) -> QueueStats:

@@ -20,7 +20,10 @@ META: Final = 4
 TWINS: Final = 5
 """Twin records (edgehub.twins): identity id → JSON; added after format 1, so an older
 store opens without it (see edgehub.store.records)."""
-TABLE_NAMES: Final = ("messages", "queues", "checkpoints", "expiry", "meta", "twins")
+SESSIONS: Final = 6
+"""Persistent MQTT sessions (edgehub.heads.mqtt.session_store): client id → record; added
+like twins, so a store without it opens."""
+TABLE_NAMES: Final = ("messages", "queues", "checkpoints", "expiry", "meta", "twins", "sessions")
 
 
 class StoreCorruptError(StoreOpenError):
@@ -42,8 +45,8 @@ class WriteBatch:
 
     def __init__(self) -> None:
         # One list per table, written out: this runs for every group-commit batch.
-        self.puts: tuple[list[tuple[bytes, bytes]], ...] = ([], [], [], [], [], [])
-        self.deletes: tuple[list[bytes], ...] = ([], [], [], [], [], [])
+        self.puts: tuple[list[tuple[bytes, bytes]], ...] = ([], [], [], [], [], [], [])
+        self.deletes: tuple[list[bytes], ...] = ([], [], [], [], [], [], [])
 
     def put(self, table: int, key: bytes, value: bytes) -> None:
         self.puts[table].append((key, value))

@@ -21,9 +21,10 @@ import threading
 from collections.abc import Sequence
 from typing import Final
 
-from edgehub.errors import StoreError, StoreFullError
+from edgehub.errors import StoreDamagedError, StoreError, StoreFullError
 from edgehub.message import Message, MessageId
 from edgehub.store.base import Delivery, IngestItem, QueuedMessage, QueueKey, StoreStats
+from edgehub.store.damage import drop_unreadable, read_each
 from edgehub.store.inventory import count_live, queue_stats, read_meta
 from edgehub.store.kv import (
     CHECKPOINTS,
@@ -31,6 +32,7 @@ from edgehub.store.kv import (
     MESSAGES,
     META,
     QUEUES,
+    SESSIONS,
     TWINS,
     KeyValue,
     StoreCorruptError,
@@ -342,7 +344,7 @@ class MessageStore:
         ]
         missing = [index for index, message in enumerate(messages) if message is None]
         if missing:
-            records = self._kv.multi_get(MESSAGES, [U64.pack(live[index][0]) for index in missing])
+            records = self._read_bodies(queue, [live[index][0] for index in missing])
             for index, record in zip(missing, records, strict=True):
                 if record is not None:  # else reclaimed between the two reads by another thread
                     messages[index] = decode_message(record)
@@ -351,6 +353,18 @@ class MessageStore:
             for (message_id, expiry), message in zip(live, messages, strict=True)
             if message is not None
         ]
+
+    def _read_bodies(self, queue: QueueKey, ids: list[int]) -> list[bytes | None]:
+        """The records of ``ids``; a body that fails its checksum is dropped from the store
+        (edgehub.store.damage) and read as absent, so one damaged block never stops a queue."""
+        keys = [U64.pack(message_id) for message_id in ids]
+        try:
+            return self._kv.multi_get(MESSAGES, keys)
+        except StoreDamagedError:
+            records, damaged = read_each(self._kv, keys)
+        with self._lock:
+            drop_unreadable(self, self._prefix_of(queue), damaged)
+        return records
 
     # -- checkpoint and reclaim ---------------------------------------------------
 
@@ -600,6 +614,32 @@ class MessageStore:
         """Every key with a twin record, sorted (by UTF-8 bytes)."""
         return [key.decode() for key, _ in scan_all(self._kv, TWINS, b"", b"\xff")]
 
+    # -- sessions -----------------------------------------------------------------
+
+    def get_session(self, key: str) -> bytes | None:
+        """The persistent MQTT session record stored under ``key`` (a client id), or None."""
+        return self._kv.get(SESSIONS, _record_key(key, "session"))
+
+    def put_session(self, key: str, value: bytes) -> None:
+        """Store one session record: one atomic write (fsynced with ``storeSyncWrites``)."""
+        batch = WriteBatch()
+        batch.put(SESSIONS, _record_key(key, "session"), value)
+        with self._lock:
+            self._check_writable()
+            self._kv.write(batch, sync=self._sync)
+
+    def delete_session(self, key: str) -> None:
+        """Forget the session record under ``key`` (no-op when there is none)."""
+        batch = WriteBatch()
+        batch.delete(SESSIONS, _record_key(key, "session"))
+        with self._lock:
+            self._check_writable()
+            self._kv.write(batch, sync=self._sync)
+
+    def session_keys(self) -> list[str]:
+        """Every client id with a session record, sorted (by UTF-8 bytes)."""
+        return [key.decode() for key, _ in scan_all(self._kv, SESSIONS, b"", b"\xff")]
+
     # -- views --------------------------------------------------------------------
 
     def queues(self) -> list[QueueKey]:
@@ -662,3 +702,9 @@ def _twin_key(key: str) -> bytes:
     if not key:
         raise ValueError("a twin key must not be empty")
     return key.encode()  # UTF-8 never holds 0xff, so every key sorts below twin_keys' bound
+
+
+def _record_key(key: str, kind: str) -> bytes:
+    if not key:
+        raise ValueError(f"a {kind} key must not be empty")
+    return key.encode()  # UTF-8 never holds 0xff, so every key sorts below the keys' scan bound

@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 from typing import Final, Literal
 
-from edgehub.errors import StoreOpenError
+from edgehub.errors import StoreDamagedError, StoreOpenError
 from edgehub.store.kv import KeyValue, StoreCorruptError
 from edgehub.store.message_store import MessageStore
 from edgehub.store.sqlite import DATABASE_FILE, SqliteKeyValue
+from edgehub.store.verify import check_rocksdb_files
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ def _open_kv(
     if backend == "rocksdb":
         from edgehub.store.rocksdb import RocksKeyValue  # absent on 32-bit ARM
 
+        if (folder / "CURRENT").exists() or any(folder.glob("MANIFEST-*")):
+            check_rocksdb_files(folder)  # before RocksDB may delete files a damaged MANIFEST omits
         return RocksKeyValue(folder, low_memory=low_memory, read_only=read_only)
     return SqliteKeyValue(folder / DATABASE_FILE, low_memory=low_memory, read_only=read_only)
 
@@ -93,6 +96,9 @@ def _open(
             kv, max_size_bytes=max_size_bytes, sync=sync, read_only=read_only, location=str(folder),
             recent_messages=0 if low_memory or read_only else RECENT_MESSAGES,
         )
+    except StoreDamagedError as exc:  # the index tables and bodies are read (checksums verified) here
+        kv.close()
+        raise StoreCorruptError(str(folder), f"{exc.table} table: {exc.reason}") from exc
     except BaseException:
         kv.close()
         raise

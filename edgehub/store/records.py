@@ -20,6 +20,8 @@ Layouts (all integers big-endian, so keys sort as numbers):
 - expiry: ``expiry u64 ‖ id u64`` → ``record size u32`` ‖ the record up to the
   end of its refs, so expiry runs and reopen never read bodies
 - twins: ``identity id utf-8`` → the twin record (JSON; edgehub.twins.service owns it)
+- sessions: ``client id utf-8`` → a persistent MQTT session record (JSON;
+  edgehub.heads.mqtt.session_store owns it)
 
 Format 1 is what a new store starts as: every queue's delivered refs are a prefix, one id.
 Format 2 adds the second checkpoint id; a store is marked 2 by the first out-of-order delivery,
@@ -33,6 +35,7 @@ did not change), a store without it opens and gets it (RocksDB creates the missi
 column family, SQLite the missing table; read-only opens read it as empty). A hub from
 before twins refuses a RocksDB store that has the family (RocksDB wants every family
 opened) with a plain open error, never a quarantine; on SQLite it ignores the table.
+The sessions table was added the same way.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Final
 
-from edgehub.errors import StoreError, StoreOpenError
+from edgehub.errors import StoreDamagedError, StoreError, StoreOpenError
 from edgehub.store.kv import MESSAGES, TABLE_NAMES, StoreCorruptError, WriteBatch
 
 if sys.platform != "win32":
@@ -97,12 +97,21 @@ class SqliteKeyValue:
             self._reader = self._connect(f"file:{path}?mode=ro", cache_kib)
             self._reader.execute("PRAGMA query_only=1")
             self._reader.execute(f"SELECT count(*) FROM {TABLE_NAMES[0]}").fetchall()
+            # Every page, index and record format checked (not index-to-table content, which
+            # integrity_check adds at several times the cost); damage of any kind refuses the open.
+            problems = [row[0] for row in self._reader.execute("PRAGMA quick_check(5)")]
+            if problems != ["ok"]:
+                found = "; ".join(map(str, problems))
+                raise StoreCorruptError(str(path), f"quick_check found damage: {found}")
             # Read-only on a store written before a table existed (twins): read it as empty.
             tables = self._reader.execute("SELECT name FROM sqlite_master WHERE type='table'")
             present = {row[0] for row in tables}
         except sqlite3.Error as exc:
             self.close()
             raise _open_error(path, exc) from exc
+        except StoreCorruptError:
+            self.close()
+            raise
         self._absent = frozenset(table for table, name in enumerate(TABLE_NAMES) if name not in present)
         self._synchronous = "NORMAL"
         self._get = tuple(f"SELECT v FROM {name} WHERE k = ?" for name in TABLE_NAMES)
@@ -127,12 +136,22 @@ class SqliteKeyValue:
             raise StoreError(f"store at {self.path} is closed")
         return self._reader
 
+    def _read_error(self, table: int, exc: sqlite3.Error) -> StoreError:
+        name = getattr(exc, "sqlite_errorname", "")
+        if name in _CORRUPT_CODES or (not isinstance(exc, sqlite3.OperationalError)
+                                      and isinstance(exc, sqlite3.DatabaseError)):
+            return StoreDamagedError(str(self.path), TABLE_NAMES[table], f"{exc} ({name})")
+        return StoreError(f"read of {TABLE_NAMES[table]} in {self.path} failed: {exc} ({name})")
+
     def get(self, table: int, key: bytes) -> bytes | None:
         if table in self._absent:
             return None
         arg: bytes | int = int.from_bytes(key, "big") if table == MESSAGES else key
         with self._read_lock:
-            row = self._read().execute(self._get[table], (arg,)).fetchone()
+            try:
+                row = self._read().execute(self._get[table], (arg,)).fetchone()
+            except sqlite3.Error as exc:
+                raise self._read_error(table, exc) from exc
         return None if row is None else bytes(row[0])
 
     def multi_get(self, table: int, keys: list[bytes]) -> list[bytes | None]:
@@ -150,7 +169,10 @@ class SqliteKeyValue:
             for first in range(0, len(args), _IN_CHUNK):
                 chunk = args[first:first + _IN_CHUNK]
                 marks = ",".join("?" * len(chunk))
-                found.update(reader.execute(f"{select}({marks})", chunk).fetchall())
+                try:
+                    found.update(reader.execute(f"{select}({marks})", chunk).fetchall())
+                except sqlite3.Error as exc:
+                    raise self._read_error(table, exc) from exc
         return [found.get(arg) for arg in args]
 
     def scan(self, table: int, start: bytes, stop: bytes, limit: int) -> list[tuple[bytes, bytes]]:
@@ -164,12 +186,16 @@ class SqliteKeyValue:
     ) -> list[tuple[bytes, bytes]]:
         if table in self._absent:
             return []
-        if table == MESSAGES:
+        try:
+            if table == MESSAGES:
+                with self._read_lock:
+                    rows = self._read().execute(query, (_id_bound(start), _id_bound(stop), limit)).fetchall()
+                return [(key.to_bytes(8, "big"), value) for key, value in rows]
             with self._read_lock:
-                rows = self._read().execute(query, (_id_bound(start), _id_bound(stop), limit)).fetchall()
-            return [(key.to_bytes(8, "big"), value) for key, value in rows]
-        with self._read_lock:
-            found: list[tuple[bytes, bytes]] = self._read().execute(query, (start, stop, limit)).fetchall()
+                found: list[tuple[bytes, bytes]] = self._read().execute(
+                    query, (start, stop, limit)).fetchall()
+        except sqlite3.Error as exc:
+            raise self._read_error(table, exc) from exc
         return found
 
     def write(self, batch: WriteBatch, *, sync: bool) -> None:
@@ -197,6 +223,8 @@ class SqliteKeyValue:
             except sqlite3.Error as exc:
                 if writer.in_transaction:
                     writer.execute("ROLLBACK")
+                if getattr(exc, "sqlite_errorname", "") in _CORRUPT_CODES:
+                    raise StoreDamagedError(str(self.path), "", str(exc)) from exc
                 raise StoreError(f"write to {self.path} failed: {exc}") from exc
 
     def pragma(self, name: str) -> object:

@@ -546,6 +546,63 @@ class StoreConformance:
         with pytest.raises(ValueError, match="empty"):
             store.put_twin("", b"{}")
 
+    # -- sessions ---------------------------------------------------------------------
+
+    def test_session_record_round_trips_and_is_overwritten(self) -> None:
+        store = self.open()
+        assert store.get_session("edge/filter") is None
+        store.put_session("edge/filter", b'{"subscriptions":1}')
+        store.put_session("sensör 1", "ünï".encode())
+        store.put_session("edge/filter", b'{"subscriptions":2}')
+        assert store.get_session("edge/filter") == b'{"subscriptions":2}'
+        assert store.get_session("sensör 1") == "ünï".encode()
+        assert store.session_keys() == sorted(["edge/filter", "sensör 1"])
+
+    def test_session_records_are_apart_from_twins_messages_and_the_size_limit(self) -> None:
+        store = self.open(max_size_bytes=2000)
+        store.put_session("edge/filter", b"s" * 5000)
+        store.put_twin("edge/filter", b"t")
+        assert store.size_bytes() == 0
+        assert store.message_count() == 0
+        assert store.get_twin("edge/filter") == b"t"
+        store.delete_twin("edge/filter")
+        assert store.get_session("edge/filter") == b"s" * 5000
+        store.append([item(b"m", to(UPSTREAM))])
+        assert bodies(store, UPSTREAM) == [b"m"]
+
+    def test_deleted_session_is_gone_and_deleting_nothing_is_fine(self) -> None:
+        store = self.open()
+        store.put_session("d1", b"{}")
+        store.delete_session("d1")
+        store.delete_session("never")
+        assert store.get_session("d1") is None
+        assert store.session_keys() == []
+
+    def test_session_records_survive_reopen(self) -> None:
+        if not self.reopens:
+            pytest.skip("this backend keeps nothing across close")
+        store = self.open()
+        store.put_session("edge/filter", b'{"v":1}')
+        store.put_session("edge/gone", b'{"v":1}')
+        store.delete_session("edge/gone")
+        store.put_session("edge/filter", b'{"v":2}')
+        store = self.reopen(store)
+        assert store.get_session("edge/filter") == b'{"v":2}'
+        assert store.session_keys() == ["edge/filter"]
+
+    def test_closed_store_refuses_session_writes(self) -> None:
+        store = self.open()
+        store.close()
+        with pytest.raises(StoreError, match="closed"):
+            store.put_session("d1", b"{}")
+        with pytest.raises(StoreError, match="closed"):
+            store.delete_session("d1")
+
+    def test_empty_session_key_is_refused(self) -> None:
+        store = self.open()
+        with pytest.raises(ValueError, match="empty"):
+            store.put_session("", b"{}")
+
     # -- views and lifecycle ---------------------------------------------------------
 
     def test_stats_report_each_queue(self) -> None:

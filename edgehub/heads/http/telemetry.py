@@ -23,10 +23,12 @@ from edgehub.heads.http.auth import HttpAuthenticator
 from edgehub.heads.http.responses import json_error
 from edgehub.heads.port import HubPort
 from edgehub.iothub.topics import identity_topic
+from edgehub.logs import RateLimitedLine, shown
 from edgehub.message import Identity, Message, SystemProperty
 from edgehub.metrics import record_received, record_unacked
 
 log = logging.getLogger(__name__)
+_store_full_line = RateLimitedLine(log, logging.WARNING)
 
 MAX_IN_FLIGHT_INGESTS: Final = 256
 """REST requests that may wait for their durable write at once; one more gets 429 and
@@ -99,8 +101,9 @@ class TelemetryApi:
             return json_error(400, str(exc))
         try:
             await self._hub.ingest([message])
-        except StoreFullError:
+        except StoreFullError as exc:
             record_unacked("store_full", [message])
+            _store_full_line("HTTP telemetry of %s refused: store full (%s)", shown(target), exc)
             return json_error(507, "the store is full (storeLimits.maxSizeBytes); nothing was stored")
         record_received([message])
         return web.Response(status=204)

@@ -25,7 +25,9 @@ class WebSocketTransport(asyncio.Transport):
     """``asyncio.Transport`` over a prepared ``WebSocketResponse``; ``run`` drives the protocol.
 
     ``pause_reading`` stops the receive loop taking frames, so aiohttp's own reader fills and
-    pauses the socket: the same back pressure as a paused TCP transport.
+    pauses the socket: the same back pressure as a paused TCP transport. Writes flow-control
+    as a TCP transport's do: the protocol's ``pause_writing`` above the high-water mark of
+    unsent bytes (buffered plus the frame being sent), ``resume_writing`` below the low one.
     """
 
     def __init__(self, ws: web.WebSocketResponse, request: web.BaseRequest) -> None:
@@ -39,6 +41,10 @@ class WebSocketTransport(asyncio.Transport):
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
         self._protocol: asyncio.Protocol | None = None
+        self._sending = 0
+        self._high = 64 * 1024
+        self._low = 16 * 1024
+        self._writing_paused = False
 
     # --- driving a protocol ---------------------------------------------------------------------
 
@@ -75,11 +81,15 @@ class WebSocketTransport(asyncio.Transport):
             self._wake.clear()
             if self._out and not ws.closed:
                 data, self._out = bytes(self._out), bytearray()
+                self._sending = len(data)
                 try:
-                    await ws.send_bytes(data)
+                    await ws.send_bytes(data)  # returns when the socket took it (aiohttp drains)
                 except (ConnectionError, RuntimeError) as exc:
                     log.debug("WebSocket send failed: %s", exc)
                     self._out.clear()
+                finally:
+                    self._sending = 0
+                self._maybe_resume_writing()
             if self._closing and not self._out:
                 if not ws.closed:
                     await ws.close()
@@ -101,9 +111,24 @@ class WebSocketTransport(asyncio.Transport):
             return
         self._out += data
         self._wake.set()
+        if not self._writing_paused and self.get_write_buffer_size() > self._high and self._protocol:
+            self._writing_paused = True
+            self._protocol.pause_writing()
+
+    def _maybe_resume_writing(self) -> None:
+        if self._writing_paused and self.get_write_buffer_size() <= self._low and self._protocol:
+            self._writing_paused = False
+            self._protocol.resume_writing()
 
     def get_write_buffer_size(self) -> int:
-        return len(self._out)
+        return len(self._out) + self._sending
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._high = 64 * 1024 if high is None else high
+        self._low = self._high // 4 if low is None else low
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._low, self._high
 
     def is_closing(self) -> bool:
         return self._closing

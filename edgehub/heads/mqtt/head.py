@@ -15,6 +15,7 @@ from edgehub.clock import Clock
 from edgehub.heads.credentials import RegistryAuthenticator
 from edgehub.heads.mqtt.policy import SessionConfig
 from edgehub.heads.mqtt.server import MqttServer, start_mqtt_server
+from edgehub.heads.mqtt.sessions import SessionStore
 from edgehub.heads.port import HubPort
 from edgehub.twins.port import ClientPresence, MethodPort, TwinPort
 
@@ -41,9 +42,11 @@ class MqttHead:
     def __init__(
         self, config: MqttHeadConfig, auth: RegistryAuthenticator, ssl_context: ssl.SSLContext, clock: Clock,
         *, twins: TwinPort | None = None, methods: MethodPort | None = None,
-        presence: ClientPresence | None = None,
+        presence: ClientPresence | None = None, sessions: SessionStore | None = None,
     ) -> None:
         self.config = config
+        self._sessions = sessions
+        """Where persistent sessions outlive the process (None: memory only)."""
         self._twins = twins
         self._methods = methods
         self._presence = presence
@@ -63,6 +66,7 @@ class MqttHead:
             ssl_context=self._ssl, max_message_size=config.max_message_size,
             max_connected_clients=config.max_connected_clients, clock=self._clock, session_config=session,
             twins=self._twins, methods=self._methods, presence=self._presence, listen=config.tcp,
+            sessions=self._sessions,
         )
         self._server = server
         if not config.tcp:

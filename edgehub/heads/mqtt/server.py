@@ -9,15 +9,18 @@ stream transport: TCP/TLS from ``listen``, or one the HTTP head presents over a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import ssl
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import cast
 
 from edgehub.clock import Clock, SystemClock
 from edgehub.errors import EndpointUnavailable, StoreFullError
+from edgehub.heads.mqtt.admission import Admission, Slot
 from edgehub.heads.mqtt.events import (
     Closed,
     Connected,
@@ -33,9 +36,10 @@ from edgehub.heads.mqtt.events import (
 from edgehub.heads.mqtt.policy import Authenticator, Authorizer, SessionConfig
 from edgehub.heads.mqtt.service_link import ServiceLink
 from edgehub.heads.mqtt.session import MqttSession
-from edgehub.heads.mqtt.sessions import SessionTable
+from edgehub.heads.mqtt.sessions import SessionStore, SessionTable
 from edgehub.heads.port import HubPort
 from edgehub.iothub.topics import delivery_topic
+from edgehub.logs import RateLimitedLine, shown
 from edgehub.message import Identity, Message, SystemProperty
 from edgehub.metrics import (
     CLIENT_CONNECT_SUCCESS,
@@ -56,20 +60,46 @@ from edgehub.twins.port import (
 )
 
 log = logging.getLogger(__name__)
+_store_full_line = RateLimitedLine(log, logging.WARNING)
+_slow_reader_line = RateLimitedLine(log, logging.WARNING)
+_admission_line = RateLimitedLine(log, logging.WARNING)
 
 
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
-    """Per-connection memory bounds of the glue (docs/architecture.md §1 invariant 6).
+    """Memory and admission bounds of the glue (docs/architecture.md §1 invariant 6, §4).
 
-    Reading pauses while a connection's received-but-not-yet-acked bytes exceed
-    ``max_pending_bytes``; TCP connections that have not sent CONNECT yet are capped
-    at ``max_unauthenticated`` on top of MaxConnectedClients.
+    Inbound: reading pauses while a connection's received-but-not-yet-stored bytes exceed
+    ``max_pending_bytes``, or all connections' together exceed ``max_total_pending_bytes``
+    (a QoS 0 flood is slowed by reading less, never buffered).
+    Outbound: above ``write_buffer_high`` unsent bytes delivery to the client pauses (it
+    resumes below ``write_buffer_low``); a client paused longer than ``write_stall_timeout``
+    or holding more than ``max_write_buffer`` unsent bytes is disconnected.
+    Admission: connections without an accepted CONNECT (TLS handshake included) hold a slot
+    of ``max_unauthenticated``, at most ``max_unauthenticated_per_source`` per source address,
+    for at most ``connect_deadline`` seconds; a newcomer evicts the oldest slot of the source
+    holding the most (edgehub.heads.mqtt.admission).
     """
 
     max_pending_bytes: int = 4 * 1024 * 1024
+    max_total_pending_bytes: int = 64 * 1024 * 1024
     max_unauthenticated: int = 256
+    max_unauthenticated_per_source: int = 64
+    connect_deadline: float = 5.0
+    write_buffer_high: int = 256 * 1024
+    write_buffer_low: int = 64 * 1024
+    max_write_buffer: int = 8 * 1024 * 1024
+    write_stall_timeout: float = 30.0
     tick_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.write_buffer_low <= self.write_buffer_high < self.max_write_buffer:
+            raise ValueError("ServerLimits: write_buffer_low <= write_buffer_high < max_write_buffer")
+        if min(self.max_pending_bytes, self.max_total_pending_bytes, self.max_unauthenticated,
+               self.max_unauthenticated_per_source) < 1:
+            raise ValueError("ServerLimits: byte and connection bounds must be positive")
+        if min(self.connect_deadline, self.write_stall_timeout, self.tick_interval) <= 0:
+            raise ValueError("ServerLimits: times must be positive")
 
 
 class _Delivery:
@@ -106,10 +136,13 @@ class _Delivery:
 class MqttConnection(asyncio.Protocol):
     """One client connection; also the ClientLink the hub delivers its inputs through."""
 
-    def __init__(self, server: MqttServer) -> None:
+    def __init__(self, server: MqttServer, slot: Slot | None = None) -> None:
         self._server = server
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
+        self._slot = slot
+        """The pre-CONNECT admission slot; None once CONNECT was accepted."""
+        self._write_paused_at: float | None = None
         self.session: MqttSession | None = None
         self.identity: Identity | None = None
         self._attached = False
@@ -133,9 +166,17 @@ class MqttConnection(asyncio.Protocol):
         # A stream transport (uvloop's do not subclass asyncio.Transport, so no isinstance check).
         self._transport = transport = cast(asyncio.Transport, transport)
         server = self._server
-        if server.closing or server.unauthenticated >= server.limits.max_unauthenticated:
+        if server.closing:
             transport.abort()
             return
+        if self._slot is None:
+            self._slot = server.admit(transport)
+        else:
+            self._slot.abort = transport.abort  # TLS done: drop it through its transport from now on
+        limits = server.limits
+        # A transport without limits never calls pause_writing; max_write_buffer still holds.
+        with contextlib.suppress(AttributeError, NotImplementedError):
+            transport.set_write_buffer_limits(limits.write_buffer_high, limits.write_buffer_low)
         peer_certificates: tuple[bytes, ...] = ()
         ssl_object = transport.get_extra_info("ssl_object")
         if isinstance(ssl_object, ssl.SSLObject):
@@ -157,6 +198,8 @@ class MqttConnection(asyncio.Protocol):
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._release_slot()
+        self._server.pending_bytes -= self._pending_bytes
         session = self.session
         if session is not None:
             self._dispatch(session.connection_lost(self._server.now()), 0)
@@ -168,6 +211,34 @@ class MqttConnection(asyncio.Protocol):
             self._server.track(self._server.ingest_orphans(self._pending))
         self._pending = []
         self._pending_tokens = []
+        self._pending_bytes = 0
+
+    def _release_slot(self) -> None:
+        if self._slot is not None:
+            self._server.admission.release(self._slot)
+            self._slot = None
+
+    # --- asyncio.Protocol write flow control: a client that does not read ----------------------
+
+    def pause_writing(self) -> None:
+        """Over write_buffer_high unsent bytes: deliver nothing more until the client reads."""
+        if self._write_paused_at is None:
+            self._write_paused_at = self._server.now()
+
+    def resume_writing(self) -> None:
+        if self._write_paused_at is not None:
+            self._write_paused_at = None
+            if self._outbound:
+                self._pump_outbound()
+                self._flush()
+
+    def _drop_slow_reader(self, why: str) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        _slow_reader_line("MQTT client %s disconnected: it does not read its socket (%s)",
+                          shown(self.identity), why)
+        transport.abort()  # it reads nothing, so a DISCONNECT would only wait in the buffer
 
     # --- events from the session -------------------------------------------------------------
 
@@ -183,6 +254,7 @@ class MqttConnection(asyncio.Protocol):
     def _on_rare_event(self, event: Event) -> None:
         match event:
             case Connected(identity=identity, displaced=displaced):
+                self._release_slot()
                 self.identity = identity
                 self._services = self._server.service_link(self)
                 self._counted = True
@@ -233,6 +305,10 @@ class MqttConnection(asyncio.Protocol):
         data = session.data_to_send()
         if data and not transport.is_closing():
             transport.write(data)
+            if (self._write_paused_at is not None
+                    and transport.get_write_buffer_size() > self._server.limits.max_write_buffer):
+                self._drop_slow_reader("over max_write_buffer unsent bytes")
+                return
         if session.phase is Phase.CLOSED and not transport.is_closing():
             transport.close()
 
@@ -242,12 +318,16 @@ class MqttConnection(asyncio.Protocol):
         self._pending.extend(event.messages)
         self._pending_tokens.append(event.token)
         self._pending_bytes += read_size
+        server = self._server
+        server.pending_bytes += read_size
         if self._ingest is None:
             self._start_ingest()
-        elif (
-            not self._paused and self._transport is not None
-            and self._pending_bytes + self._inflight_bytes > self._server.limits.max_pending_bytes
+        elif not self._paused and self._transport is not None and (
+            self._pending_bytes + self._inflight_bytes > server.limits.max_pending_bytes
+            or server.pending_bytes > server.limits.max_total_pending_bytes
         ):
+            # Read less (QoS 0 included): the socket fills and TCP slows the client; reading
+            # resumes when this connection's ingest in flight returned.
             self._paused = True
             self._transport.pause_reading()
 
@@ -262,8 +342,10 @@ class MqttConnection(asyncio.Protocol):
         assert session is not None
         try:
             await self._server.hub.ingest(messages)
-        except StoreFullError:
+        except StoreFullError as exc:
             record_unacked("store_full", messages)
+            _store_full_line("MQTT publish of %d messages from %s refused: store full (%s)",
+                             len(messages), shown(self.identity), exc)
             for token in tokens:
                 self._dispatch(session.refuse(token), 0)
         except Exception:
@@ -277,6 +359,7 @@ class MqttConnection(asyncio.Protocol):
                 session.ack(token)
         finally:
             self._ingest = None
+            self._server.pending_bytes -= self._inflight_bytes
             self._inflight_bytes = 0
             self._flush()
             if self._pending and session.phase is Phase.CONNECTED:
@@ -322,8 +405,16 @@ class MqttConnection(asyncio.Protocol):
         if session is None:
             return
         outbound = self._outbound
-        while outbound and session.publish_window > 0:
+        unflushed = 0
+        flush_every = self._server.limits.write_buffer_low or 1
+        while outbound and session.publish_window > 0 and self._write_paused_at is None:
+            if unflushed >= flush_every:
+                # Write as we go, so pause_writing stops the window part way, not after it.
+                self._flush()
+                unflushed = 0
+                continue
             topic, payload, props, delivery, index = outbound.popleft()
+            unflushed += len(payload)
             if not session.accepts(topic):
                 # No granted subscription matches (e.g. subscribed to another input only).
                 MESSAGES_DROPPED.labels("no_subscription", "", "").inc()
@@ -357,6 +448,10 @@ class MqttConnection(asyncio.Protocol):
     # --- server-driven -------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
+        paused_at = self._write_paused_at
+        if paused_at is not None and now - paused_at >= self._server.limits.write_stall_timeout:
+            self._drop_slow_reader("paused longer than write_stall_timeout")
+            return
         session = self.session
         if session is not None:
             self._dispatch(session.tick(now), 0)
@@ -366,6 +461,62 @@ class MqttConnection(asyncio.Protocol):
         """Apply the session's events of a take over or shutdown, then close."""
         self._dispatch(events, 0)
         self._flush()
+
+
+class _TlsListener:
+    """The TLS port: accepts TCP itself, gives each socket an admission slot, then hands it to
+    the loop's TLS server machinery (``connect_accepted_socket``) with the handshake deadline.
+
+    So sockets that never finish the handshake count and expire like those that never send
+    CONNECT (a plain ``create_server(ssl=...)`` hides them until the handshake completed, and
+    uvloop's ``start_tls`` after a plain accept loses a ClientHello read before it began).
+    Shaped like the ``asyncio.Server`` it stands beside: ``sockets``, ``close``, ``wait_closed``.
+    """
+
+    def __init__(self, server: MqttServer, sock: socket.socket, context: ssl.SSLContext) -> None:
+        self._server = server
+        self._context = context
+        self.sockets = [sock]
+        self._accepting = asyncio.get_running_loop().create_task(self._accept_forever(sock))
+
+    async def _accept_forever(self, listening: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        server = self._server
+        while True:
+            try:
+                client, _ = await loop.sock_accept(listening)
+            except OSError as exc:  # EMFILE and the like: back off instead of spinning
+                log.warning("MQTT TLS port accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            if server.closing:
+                client.close()
+                continue
+            slot = server.admit_socket(client)
+            server.track(self._handshake(client, slot))
+
+    async def _handshake(self, client: socket.socket, slot: Slot) -> None:
+        server = self._server
+        try:
+            transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: MqttConnection(server, slot), client, ssl=self._context,
+                ssl_handshake_timeout=server.limits.connect_deadline,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            log.debug("MQTT TLS handshake failed: %s", exc)
+            server.admission.release(slot)
+            client.close()
+            return
+        own = transport.get_extra_info("socket")
+        if own is not None and own.fileno() != client.fileno():
+            client.close()  # the loop works on a duplicate of the descriptor (uvloop)
+
+    def close(self) -> None:
+        self._accepting.cancel()
+        self.sockets[0].close()
+
+    async def wait_closed(self) -> None:
+        await asyncio.gather(self._accepting, return_exceptions=True)
 
 
 def _v5_properties(message: Message) -> Properties:
@@ -387,7 +538,7 @@ class MqttServer:
         self, hub: HubPort, authenticator: Authenticator, *, authorizer: Authorizer | None,
         session_config: SessionConfig, max_connected_clients: int, clock: Clock, limits: ServerLimits,
         twins: TwinPort | None = None, methods: MethodPort | None = None,
-        presence: ClientPresence | None = None,
+        presence: ClientPresence | None = None, sessions: SessionStore | None = None,
     ) -> None:
         self.hub = hub
         self.presence: ClientPresence = presence or NoPresence()
@@ -396,11 +547,16 @@ class MqttServer:
         self.authenticator = authenticator
         self.authorizer = authorizer
         self.session_config = session_config
-        self.table = SessionTable(max_connected_clients)
+        self.table = SessionTable(max_connected_clients, sessions)
         self.clock = clock
+        self.table.restore(self.now())  # persistent sessions kept across a restart, parked again
         self.limits = limits
+        self.admission = Admission(limits.max_unauthenticated, limits.max_unauthenticated_per_source,
+                                   limits.connect_deadline)
+        self.pending_bytes = 0
+        """Received-but-not-yet-stored bytes of every connection (max_total_pending_bytes)."""
         self.closing = False
-        self._listeners: list[asyncio.Server] = []
+        self._listeners: list[asyncio.Server | _TlsListener] = []
         self._connections: dict[MqttSession, MqttConnection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -410,7 +566,34 @@ class MqttServer:
 
     @property
     def unauthenticated(self) -> int:
-        return len(self._connections) - self.table.connected
+        """Connections holding a pre-CONNECT slot (TLS handshakes in progress included)."""
+        return len(self.admission)
+
+    def admit(self, transport: asyncio.Transport) -> Slot:
+        """A pre-CONNECT slot for a new connection; evicts another one when the bounds are reached."""
+        return self._admit(transport.get_extra_info("peername"), transport.abort)
+
+    def admit_socket(self, client: socket.socket) -> Slot:
+        """A slot for a socket the TLS port accepted (its handshake not begun yet)."""
+        def abort() -> None:
+            # shutdown, not close: the TLS transport owns the descriptor (or a duplicate of it)
+            # and closes it itself once it sees the connection end.
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
+        try:
+            peer = client.getpeername()
+        except OSError:
+            peer = None
+        return self._admit(peer, abort)
+
+    def _admit(self, peer: object, abort: Callable[[], None]) -> Slot:
+        slot, victim = self.admission.admit(peer, self.now(), abort)
+        if victim is not None:
+            _admission_line("MQTT pre-CONNECT connection from %s dropped to admit a new one "
+                            "(%d unauthenticated held; %d dropped so far)",
+                            victim.source or "?", len(self.admission), self.admission.evicted)
+            victim.abort()
+        return slot
 
     @property
     def connections(self) -> int:
@@ -425,10 +608,17 @@ class MqttServer:
     async def listen(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
         """Open one more listener (e.g. the plaintext port beside the TLS one); all listeners
         share this server's sessions, limits and client-id takeover. Returns the bound port."""
-        loop = asyncio.get_running_loop()
-        listener = await loop.create_server(
-            lambda: MqttConnection(self), host, port, ssl=ssl_context, reuse_address=True,
-        )
+        listener: asyncio.Server | _TlsListener
+        if ssl_context is None:
+            listener = await asyncio.get_running_loop().create_server(
+                lambda: MqttConnection(self), host, port, reuse_address=True, backlog=1024,
+            )
+        else:
+            # TLS after our own accept: a connection holds an admission slot (and its deadline)
+            # from its first byte, handshake included (issue 15).
+            sock = socket.create_server((host, port), backlog=1024)
+            sock.setblocking(False)
+            listener = _TlsListener(self, sock, ssl_context)
         self._listeners.append(listener)
         self._start_ticking()
         bound: int = listener.sockets[0].getsockname()[1]
@@ -481,8 +671,10 @@ class MqttServer:
         """Messages of a connection that closed before they were ingested; nobody to ack."""
         try:
             await self.hub.ingest(messages)
-        except StoreFullError:
+        except StoreFullError as exc:
             record_unacked("store_full", messages)
+            _store_full_line("MQTT publish of %d messages after their connection closed dropped: "
+                             "store full (%s)", len(messages), exc)
         except Exception:
             log.exception("MQTT ingest of %d messages after their connection closed failed", len(messages))
             record_unacked("storage_failure", messages)
@@ -504,6 +696,8 @@ class MqttServer:
             await self.clock.sleep(interval)
             now = self.now()
             try:
+                for slot in self.admission.expire(now):
+                    slot.abort()  # no accepted CONNECT within connect_deadline (TLS handshake included)
                 for connection in list(self._connections.values()):
                     connection.tick(now)
                 self.table.expire(now)
@@ -517,6 +711,8 @@ class MqttServer:
         self.closing = True
         for listener in self._listeners:
             listener.close()
+        for slot in self.admission.drain():
+            slot.abort()
         for session, connection in list(self._connections.items()):
             connection.end(session.shut_down())
         if self._ticker is not None:
@@ -538,7 +734,7 @@ async def start_mqtt_server(
     max_connected_clients: int = 1000, clock: Clock | None = None, authorizer: Authorizer | None = None,
     session_config: SessionConfig | None = None, limits: ServerLimits | None = None,
     twins: TwinPort | None = None, methods: MethodPort | None = None, presence: ClientPresence | None = None,
-    listen: bool = True,
+    listen: bool = True, sessions: SessionStore | None = None,
 ) -> MqttServer:
     """Listen for MQTT clients on every interface by default, as edgeHub (``port`` 0 picks a
     free one: see ``MqttServer.port``). ``listen=False`` opens no TCP listener: the server
@@ -547,7 +743,7 @@ async def start_mqtt_server(
     server = MqttServer(
         hub, authenticator, authorizer=authorizer, session_config=config,
         max_connected_clients=max_connected_clients, clock=clock or SystemClock(),
-        limits=limits or ServerLimits(), twins=twins, methods=methods, presence=presence,
+        limits=limits or ServerLimits(), twins=twins, methods=methods, presence=presence, sessions=sessions,
     )
     if listen:
         await server.listen(host, port, ssl_context)

@@ -40,6 +40,7 @@ from edgehub.heads.mqtt.sessions import SessionState, SessionTable
 from edgehub.heads.mqtt.topics import DeliveryFilter, TelemetryParser, delivery_filter, is_valid_filter
 from edgehub.iothub.twin_topics import PREFIX as SERVICE_PREFIX
 from edgehub.iothub.twin_topics import Feed, parse_request
+from edgehub.logs import RateLimitedLine, shown
 from edgehub.message import Identity, Message, SystemProperty
 from edgehub.mqtt.decode import Decoder
 from edgehub.mqtt.encode import encode, encode_publish
@@ -70,6 +71,9 @@ from edgehub.mqtt.session_rules import following_packet_id, free_packet_id, keep
 from edgehub.mqtt.wire import MqttError, UnsupportedProtocolVersionError
 
 log = logging.getLogger(__name__)
+# Unauthenticated peers choose how often these happen: one line per 10 s each (issue 15).
+_connect_refused_line = RateLimitedLine(log, logging.WARNING)
+_unauthenticated_closed_line = RateLimitedLine(log, logging.INFO)
 
 
 # --- the session -------------------------------------------------------------------------------
@@ -325,7 +329,8 @@ class MqttSession:
                     packet.protocol_level,
                 ))
             except AuthError as exc:
-                log.info("MQTT CONNECT of %s refused: %s", packet.client_id, exc)
+                _connect_refused_line("MQTT CONNECT of %s refused: %s", shown(packet.client_id),
+                                      shown(exc, 200))
                 credentials = packet.password is not None
                 refusal = (ReasonCode.BAD_USER_NAME_OR_PASSWORD if credentials else ReasonCode.NOT_AUTHORIZED,
                            ConnectReturnCode.NOT_AUTHORIZED)
@@ -365,7 +370,8 @@ class MqttSession:
             owner=self, now=now,
         )
         if opened is None:
-            log.warning("MQTT CONNECT of %s refused: MaxConnectedClients reached", packet.client_id)
+            _connect_refused_line("MQTT CONNECT of %s refused: MaxConnectedClients reached",
+                                  shown(packet.client_id))
             return ReasonCode.QUOTA_EXCEEDED, ConnectReturnCode.SERVER_UNAVAILABLE
         self.identity = identity
         self.state = opened.state
@@ -420,7 +426,7 @@ class MqttSession:
         entry = self._parser.properties_of(will.topic)
         if entry is None:
             log.info("MQTT will of %s on %r ignored: not a telemetry topic of the client",
-                     packet.client_id, will.topic)
+                     shown(packet.client_id), shown(will.topic, 128))
             return None
         return _with_v5_properties(Message(will.payload, entry[0], entry[1]), will.properties)
 
@@ -518,7 +524,8 @@ class MqttSession:
         """A publish as another identity or outside the telemetry scheme (docs/architecture.md §4)."""
         if topic not in self._refused_topics and len(self._refused_topics) < 16:
             self._refused_topics.add(topic)  # one line per topic, not per message
-            log.info("MQTT publish of %s to %r refused: not its own telemetry topic", self.identity, topic)
+            log.info("MQTT publish of %s to %s refused: not its own telemetry topic", self.identity,
+                     shown(topic, 128))
         if self.version != MQTT_5:
             # MQTT 3.1.1 has no negative PUBACK: closing is the only refusal the client notices.
             self._fail(ReasonCode.NOT_AUTHORIZED, "publish to a topic the client may not use")
@@ -575,7 +582,10 @@ class MqttSession:
         assert self.state is not None
         assert self.identity is not None
         before = set(self._delivery)
+        granted_before = dict(self.state.subscriptions)
         codes = [self._grant(sub.topic_filter, sub.qos) for sub in packet.subscriptions]
+        if self.state.subscriptions != granted_before:
+            self._table.changed(self.state)  # kept before the SUBACK goes out (a persistent session)
         self._out.append(encode(SubAck(packet.packet_id, tuple(codes)), self.version))
         self._delivery = [
             f for f in (delivery_filter(self.identity, t) for t in self.state.subscriptions) if f is not None
@@ -604,7 +614,7 @@ class MqttSession:
             authorize.acts_for_others(identity) and topic_filter.startswith("devices/")
         )
         if not deliverable or not self._authorizer.may_subscribe(identity, topic_filter):
-            log.info("MQTT subscription of %s to %r refused", identity, topic_filter)
+            log.info("MQTT subscription of %s to %s refused", identity, shown(topic_filter, 128))
             return ReasonCode.NOT_AUTHORIZED if v5 else SUBACK_FAILURE_311
         granted = min(qos, 1)  # deliveries go out at QoS 1 at most
         self.state.subscriptions[topic_filter] = granted
@@ -617,8 +627,8 @@ class MqttSession:
         assert self._services is not None
         granted = self._services.grant(topic_filter)
         if granted is None:
-            log.info("MQTT subscription of %s to %r refused: not a twin or method feed it may use",
-                     self.identity, topic_filter[:200])
+            log.info("MQTT subscription of %s to %s refused: not a twin or method feed it may use",
+                     self.identity, shown(topic_filter, 128))
             return ReasonCode.NOT_AUTHORIZED if self.version == MQTT_5 else SUBACK_FAILURE_311
         self.state.subscriptions[topic_filter] = min(qos, 1)
         self._events.append(FeedChanged(granted[0], granted[1], True))
@@ -633,6 +643,8 @@ class MqttSession:
             if removed is not None and not self._services_has(*removed):
                 self._events.append(FeedChanged(removed[0], removed[1], False))
             codes.append(ReasonCode.SUCCESS if existed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
+        if ReasonCode.SUCCESS in codes:
+            self._table.changed(self.state)
         self._out.append(encode(UnsubAck(packet.packet_id, tuple(codes)), self.version))
         had_delivery = bool(self._delivery)
         self._delivery = [f for f in self._delivery if f.topic_filter in self.state.subscriptions]
@@ -670,7 +682,12 @@ class MqttSession:
         """Close for a protocol reason: MQTT 5 sends DISCONNECT with the reason first (MQTT 5 §4.13)."""
         if self.phase is Phase.CLOSED:
             return
-        log.info("MQTT connection of %s closed: %s (0x%02X)", self.identity, detail, reason_code)
+        if self.identity is None:
+            _unauthenticated_closed_line("MQTT connection closed before CONNECT: %s (0x%02X)",
+                                         shown(detail, 200), reason_code)
+        else:
+            log.info("MQTT connection of %s closed: %s (0x%02X)", self.identity, shown(detail, 200),
+                     reason_code)
         if self.phase is Phase.CONNECTED and self.version == MQTT_5:
             self._out.append(encode(Disconnect(reason_code), MQTT_5))
         self._finish(detail, reason_code, publish_will=True)
