@@ -247,6 +247,17 @@ class MqttSettings(BaseModel):
         validation_alias="genericTopics",
         description="plain MQTT pub/sub between local clients on topics outside the IoT Hub scheme",
     )
+    allow_anonymous: bool = Field(
+        default=False,
+        validation_alias="allowAnonymous",
+        description="with genericTopics: clients without credentials may connect (ACLs still apply)",
+    )
+    max_queued_messages_per_session: int = Field(
+        default=1000,
+        ge=1,
+        validation_alias="maxQueuedMessagesPerSession",
+        description="generic QoS 1/2 messages kept for an offline persistent session (oldest dropped beyond)",
+    )
 
 
 class AmqpSettings(BaseModel):

@@ -23,11 +23,29 @@ from types import TracebackType
 START_TIMEOUT_SECS = 30.0
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
+# Ports handed out below the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999
+# by default): a port the kernel picked for bind(0) can be taken a moment later by some client's
+# outgoing connection (from 127.0.0.2, say) before the hub binds it on 0.0.0.0.
+_PORT_RANGE = range(20000, 32768)
+_handed_out: set[int] = set()
+
+
+def free_port(host: str = "0.0.0.0") -> int:
+    """A TCP port free on ``host`` (all addresses by default) and not handed out before in this
+    process, outside the ephemeral range so no outgoing connection takes it meanwhile."""
+    start = (os.getpid() * 7919 + len(_handed_out) * 131) % len(_PORT_RANGE)
+    for offset in range(len(_PORT_RANGE)):
+        port = _PORT_RANGE[(start + offset) % len(_PORT_RANGE)]
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise AssertionError(f"no free TCP port in {_PORT_RANGE.start}-{_PORT_RANGE.stop - 1}")
 
 
 def write_config(path: Path, routes: Mapping[str, object], identities: Sequence[Mapping[str, object]],

@@ -376,6 +376,8 @@ DOCUMENTED_VARIABLES = [
     "mqttSettings__port",
     "mqttSettings__plainPort",
     "mqttSettings__genericTopics",
+    "mqttSettings__allowAnonymous",
+    "mqttSettings__maxQueuedMessagesPerSession",
     "amqpSettings__port",
     "httpSettings__port",
     "Metrics__Listener__Port",
