@@ -10,14 +10,13 @@ import asyncio
 import bisect
 import enum
 import logging
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Final
 
 from edgehub.clock import Clock, now_ms
 from edgehub.endpoints.backoff import Backoff
-from edgehub.endpoints.base import Endpoint, SendResult, Unsubscribe
+from edgehub.endpoints.base import Endpoint, Unsubscribe
+from edgehub.endpoints.cursor import Batch, QueueCursor
 from edgehub.errors import EndpointUnavailable, StoreDamagedError, StoreError
 from edgehub.message import MessageId
 from edgehub.metrics import MESSAGES_DROPPED, OPERATION_RETRY, SentRecorder, sender_of
@@ -30,13 +29,6 @@ DEFAULT_STARVATION_LIMIT: Final = 10
 
 DEFAULT_STOP_GRACE: Final = 5.0
 """Seconds ``stop`` lets in-flight sends finish before cancelling them."""
-
-_MAX_SPANS: Final = 1024
-"""Spans a newest-first queue remembers at most (they merge as the backlog drains)."""
-
-_BEFORE_FIRST: Final[MessageId] = -1
-"""Cursor position before every id; the store's read skips what is already checkpointed."""
-
 
 class PumpState(enum.Enum):
     """What the pump is doing; for logs, ``edgehub stats`` and tests.
@@ -52,48 +44,6 @@ class PumpState(enum.Enum):
     BACKING_OFF = "backing_off"  # the endpoint failed; waits for the backoff or on_reachable()
     STOPPING = "stopping"
     STOPPED = "stopped"
-
-
-@dataclass(slots=True, eq=False)
-class _Batch:
-    """One ``send`` call: consecutive messages of one queue."""
-
-    queue: _QueueCursor
-    messages: list[QueuedMessage]
-    started: float
-    result: SendResult | None = None  # None once done: raised or was cancelled
-    done: bool = False
-    task: asyncio.Task[None] | None = None
-    span: _Span | None = None  # newest first: the ids this batch stands for
-
-
-@dataclass(slots=True, eq=False)
-class _Span:
-    """Newest first: a run of ids of one queue that holds no waiting message besides the
-    batch in flight over it (``batch``), or none at all (``batch`` None: delivered). Reads
-    skip spans, so they never wade through what was delivered (RocksDB's tombstones)."""
-
-    first: MessageId
-    last: MessageId
-    batch: _Batch | None
-    full_newest: bool = False  # a full batch from the newest end: counts toward the next oldest-end one
-
-
-@dataclass(slots=True, eq=False)
-class _QueueCursor:
-    """The pump's in-memory position in one queue (one endpoint at one priority)."""
-
-    key: QueueKey
-    read_after: MessageId = _BEFORE_FIRST  # last id handed to the endpoint (sent or in flight)
-    checkpointed: MessageId = _BEFORE_FIRST  # last id this pump checkpointed
-    waiting: bool = True  # may hold unread messages (set by notify, cleared by a short read)
-    passed_over: int = 0  # batches served from more urgent queues while this one waited
-    broken: bool = False  # a batch fell short: later in-flight batches are not checkpointed
-    in_flight: deque[_Batch] = field(default_factory=deque)
-    newest_first: bool = False  # drainOrder newestFirst: the fields below are used, read_after is not
-    spans: list[_Span] = field(default_factory=list)  # sorted, disjoint
-    fresh_batches: int = 0  # full newest-first batches delivered since the last one from the oldest end
-    pending: _Span | None = None  # the span of the batch just read, until it is launched
 
 
 class EndpointPump:
@@ -186,8 +136,8 @@ class EndpointPump:
         # Store damage it cannot route around, or a crash: told to the hub (which stops with exit 3
         # on store damage), never left as a dead task; the other pumps keep running.
         self._on_failure = on_failure or _log_only
-        self._cursors: list[_QueueCursor] = []  # sorted by priority, most urgent first
-        self._by_priority: dict[int, _QueueCursor] = {}
+        self._cursors: list[QueueCursor] = []  # sorted by priority, most urgent first
+        self._by_priority: dict[int, QueueCursor] = {}
         for priority in priorities:
             self._cursor(priority)
         self._in_flight_count = 0
@@ -317,13 +267,13 @@ class EndpointPump:
                 return
             self._launch(*picked)
 
-    def _read_next(self, now: int) -> tuple[_QueueCursor, list[QueuedMessage]] | None:
+    def _read_next(self, now: int) -> tuple[QueueCursor, list[QueuedMessage]] | None:
         """The next batch by the priority-with-aging policy (see the class docstring)."""
         waiting = [cursor for cursor in self._cursors if cursor.waiting]
         limit = self._starvation_limit
         for cursor in sorted(waiting, key=lambda c: (c.passed_over < limit, c.key.priority)):
             if cursor.newest_first:
-                batch = self._read_newest(cursor, now)
+                batch = cursor.read_newest(self._store, self._batch_size, self._starvation_limit, now)
                 if not batch:  # a short batch may sit above a backlog: only an empty read ends the wait
                     cursor.waiting = False
             else:
@@ -338,73 +288,15 @@ class EndpointPump:
                 return cursor, batch
         return None
 
-    def _read_newest(self, cursor: _QueueCursor, now: int) -> list[QueuedMessage]:
-        """The newest waiting messages of ``cursor``'s queue outside its spans: from the gap
-        above every span, else the next gap down; after K full batches, the oldest waiting
-        messages instead (see the class docstring). Leaves the new batch's span in
-        ``cursor.pending``."""
-        size, key, spans = self._batch_size, cursor.key, cursor.spans
-        if cursor.fresh_batches >= self._starvation_limit:
-            cursor.fresh_batches = 0
-            oldest = self._read_oldest(cursor, now)
-            if oldest:
-                return oldest
-        below: MessageId | None = None
-        above = _BEFORE_FIRST
-        batch: list[QueuedMessage] = []
-        for span in reversed(spans):
-            above = span.last
-            batch = self._store.read_newest(key, above, below, size, now)
-            if batch:
-                break
-            below = span.first
-        else:
-            above = _BEFORE_FIRST
-            batch = self._store.read_newest(key, above, below, size, now)
-        if not batch:
-            return batch
-        # The batch is the newest of its gap: nothing waits above it up to the gap's end, and
-        # when it is short, nothing below it either.
-        first = above + 1 if len(batch) < size else batch[0].id
-        last = below - 1 if below is not None else batch[-1].id
-        cursor.pending = _Span(max(first, 0), last, None, full_newest=len(batch) == size)
-        return batch
-
-    def _read_oldest(self, cursor: _QueueCursor, now: int) -> list[QueuedMessage]:
-        """The oldest waiting messages outside the spans, from the lowest gap that holds any."""
-        size, key = self._batch_size, cursor.key
-        above = _BEFORE_FIRST
-        for span in [*cursor.spans, None]:
-            bound = None if span is None else span.first
-            read = self._store.read(key, above, size, now)
-            batch = [m for m in read if bound is None or m.id < bound]
-            if batch:
-                # Nothing waits between the gap's start and the batch; up to the span above when
-                # the read ran into it.
-                last = bound - 1 if bound is not None and len(batch) < size else batch[-1].id
-                cursor.pending = _Span(max(above + 1, 0), last, None)
-                return batch
-            if span is not None:
-                above = span.last
-        return []
-
-    def _launch(self, cursor: _QueueCursor, messages: list[QueuedMessage]) -> None:
+    def _launch(self, cursor: QueueCursor, messages: list[QueuedMessage]) -> None:
         # A reachability signal older than this send says nothing about its outcome.
         self._resume.clear()
-        batch = _Batch(cursor, messages, started=self._clock.monotonic())
-        if cursor.newest_first:
-            span, cursor.pending = cursor.pending, None
-            assert span is not None
-            span.batch = batch
-            batch.span = span
-            bisect.insort(cursor.spans, span, key=lambda s: s.first)
-        else:
-            cursor.read_after = messages[-1].id
-        cursor.in_flight.append(batch)
+        batch = Batch(cursor, messages, started=self._clock.monotonic())
+        cursor.take(batch)
         self._in_flight_count += 1
         batch.task = asyncio.create_task(self._send(batch), name=f"send {cursor.key}")
 
-    async def _send(self, batch: _Batch) -> None:
+    async def _send(self, batch: Batch) -> None:
         try:
             batch.result = await self._endpoint.send(batch.messages)
         except EndpointUnavailable as exc:
@@ -424,50 +316,28 @@ class EndpointPump:
                 for batch in [batch for batch in cursor.in_flight if batch.done]:
                     cursor.in_flight.remove(batch)
                     self._in_flight_count -= 1
-                    self._release(cursor, batch, self._settle_newest(batch))
+                    cursor.release(batch, self._settle_newest(batch))
                 continue
             while cursor.in_flight and cursor.in_flight[0].done:
                 self._in_flight_count -= 1
                 self._settle(cursor.in_flight.popleft())
 
-    def _settle(self, batch: _Batch) -> None:
-        cursor = batch.queue
-        if cursor.broken:
+    def _settle(self, batch: Batch) -> None:
+        """A FIFO batch came back: checkpoint over what the endpoint confirmed; after a
+        shortfall the queue is re-read from the checkpoint."""
+        if batch.queue.broken:
             return  # an older batch of this queue fell short: this one goes again after the drain
-        result = batch.result
-        if result is None:
-            self._went_offline()
-            self._fall_short(cursor, failed=True)
-            return
-        count = len(batch.messages)
-        delivered = min(result.delivered, count)
-        if result.delivered > count:
-            log.warning("endpoint %s confirmed %d of %d messages", self._name, result.delivered, count)
-        rejected = result.rejected and delivered < count
-        covered = delivered + 1 if rejected else delivered  # a rejected message is dropped: checkpointed
-        if covered:
-            if not self._checkpoint(cursor, batch.messages[covered - 1].id):
-                self._fall_short(cursor, failed=True)
-                return
-            if delivered:
-                self._sent.record(
-                    cursor.key.priority, [m.message for m in batch.messages[:delivered]],
-                    self._clock.monotonic() - batch.started, now_ms(self._clock),
-                )
-            if rejected:
-                MESSAGES_DROPPED.labels("rejected", *sender_of(batch.messages[delivered].message)).inc()
-                log.warning(
-                    "endpoint %s rejected message %d; dropped", self._name, batch.messages[delivered].id
-                )
-            self._progressed()
-        if covered < count:
-            # Short of the whole batch: re-read after the checkpoint. Without any
-            # progress at all it counts as a failure and backs off.
-            self._fall_short(cursor, failed=not covered)
+        self._settle_batch(batch, self._checkpoint_batch)
 
-    def _settle_newest(self, batch: _Batch) -> int:
+    def _settle_newest(self, batch: Batch) -> int:
         """A newest-first batch came back: mark what the endpoint confirmed delivered (returns
         how many, from the batch's start); the rest waits again, read again after the drain."""
+        return self._settle_batch(batch, self._mark_delivered)
+
+    def _settle_batch(self, batch: Batch, confirm: Callable[[Batch, int], bool]) -> int:
+        """Record ``batch``'s outcome: ``confirm`` makes its first ``covered`` messages done in the
+        store (a rejected message is dropped, so covered too); returns ``covered`` (0 when the
+        send failed or ``confirm`` did)."""
         cursor = batch.queue
         result = batch.result
         if result is None:
@@ -480,17 +350,9 @@ class EndpointPump:
         if result.delivered > count:
             log.warning("endpoint %s confirmed %d of %d messages", self._name, result.delivered, count)
         rejected = result.rejected and delivered < count
-        covered = delivered + 1 if rejected else delivered  # a rejected message is dropped: marked delivered
+        covered = delivered + 1 if rejected else delivered
         if covered:
-            try:
-                self._store.mark_delivered(cursor.key, [m.id for m in messages[:covered]])
-            except StoreError as exc:
-                if isinstance(exc, StoreDamagedError):
-                    self._on_failure(self._name, exc)
-                log.exception(
-                    "endpoint %s: marking %d messages of %s delivered failed; they will be sent again",
-                    self._name, covered, cursor.key,
-                )
+            if not confirm(batch, covered):
                 self._fall_short(cursor, failed=True)
                 return 0
             if delivered:
@@ -503,35 +365,29 @@ class EndpointPump:
                 log.warning("endpoint %s rejected message %d; dropped", self._name, messages[delivered].id)
             self._progressed()
         if covered < count:
+            # Short of the whole batch: read again after the drain. Without any progress at all
+            # it counts as a failure and backs off.
             self._fall_short(cursor, failed=not covered)
         return covered
 
-    def _release(self, cursor: _QueueCursor, batch: _Batch, covered: int) -> None:
-        """The span of a settled newest-first batch: delivered up to its first unconfirmed
-        message (merged with delivered neighbours), or gone when nothing was confirmed."""
-        span = batch.span
-        if span is None:
-            return
-        spans = cursor.spans
-        index = spans.index(span)
-        if covered and span.full_newest:  # only delivered batches age the backlog, not failed reads
-            cursor.fresh_batches += 1
-        if covered < len(batch.messages):
-            span.last = batch.messages[covered].id - 1
-        if not covered or span.last < span.first:
-            del spans[index]
-            return
-        span.batch = None
-        after = spans[index + 1] if index + 1 < len(spans) else None
-        if after is not None and after.batch is None and after.first == span.last + 1:
-            span.last = spans.pop(index + 1).last
-        if index and spans[index - 1].batch is None and spans[index - 1].last + 1 == span.first:
-            spans[index - 1].last = span.last
-            del spans[index]
-        if len(spans) > _MAX_SPANS:  # only a hint for reads: forget the delivered ones
-            cursor.spans = [kept for kept in spans if kept.batch is not None]
+    def _checkpoint_batch(self, batch: Batch, covered: int) -> bool:
+        return self._checkpoint(batch.queue, batch.messages[covered - 1].id)
 
-    def _checkpoint(self, cursor: _QueueCursor, upto: MessageId) -> bool:
+    def _mark_delivered(self, batch: Batch, covered: int) -> bool:
+        cursor = batch.queue
+        try:
+            self._store.mark_delivered(cursor.key, [m.id for m in batch.messages[:covered]])
+        except StoreError as exc:
+            if isinstance(exc, StoreDamagedError):
+                self._on_failure(self._name, exc)
+            log.exception(
+                "endpoint %s: marking %d messages of %s delivered failed; they will be sent again",
+                self._name, covered, cursor.key,
+            )
+            return False
+        return True
+
+    def _checkpoint(self, cursor: QueueCursor, upto: MessageId) -> bool:
         try:
             self._store.checkpoint(cursor.key, upto)
         except StoreError as exc:
@@ -545,7 +401,7 @@ class EndpointPump:
         cursor.checkpointed = upto
         return True
 
-    def _fall_short(self, cursor: _QueueCursor, *, failed: bool) -> None:
+    def _fall_short(self, cursor: QueueCursor, *, failed: bool) -> None:
         cursor.broken = True
         self._draining = True
         self._failed = self._failed or failed
@@ -616,17 +472,13 @@ class EndpointPump:
         log.info("endpoint %s: drain order %s", self._name, order.value)
         self._order, self._pending_order = order, None
         for cursor in self._cursors:
-            cursor.newest_first = order is DrainOrder.NEWEST_FIRST
-            cursor.read_after = cursor.checkpointed = _BEFORE_FIRST
-            cursor.fresh_batches = 0
-            cursor.spans = []
-            cursor.waiting = True
+            cursor.restart(order is DrainOrder.NEWEST_FIRST)
 
-    def _cursor(self, priority: int) -> _QueueCursor:
+    def _cursor(self, priority: int) -> QueueCursor:
         cursor = self._by_priority.get(priority)
         if cursor is None:
             newest_first = self._order is DrainOrder.NEWEST_FIRST
-            cursor = _QueueCursor(QueueKey(self._name, priority), newest_first=newest_first)
+            cursor = QueueCursor(QueueKey(self._name, priority), newest_first=newest_first)
             self._by_priority[priority] = cursor
             bisect.insort(self._cursors, cursor, key=lambda c: c.key.priority)
         return cursor
