@@ -2,19 +2,31 @@
 
 Owns the static typing and three-valued semantics of edgeHub's RouteCompiler (operand
 types are checked when the route is loaded, not per message); it must not parse text
-(parser.py) or choose endpoints (router.py).
+(parser.py) or choose endpoints (router.py); the values and operators it composes are operators.py.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final
 
 from edgehub.errors import RouteSyntaxError
 from edgehub.message import Message
 from edgehub.routing import functions
+from edgehub.routing.operators import (
+    ARITHMETIC,
+    Compiled,
+    coalesce,
+    comparison,
+    concat,
+    fold,
+    literal,
+    logical_and,
+    logical_not,
+    logical_or,
+    negate,
+    truth,
+)
+from edgehub.routing.operators import Evaluator as Evaluator
 from edgehub.routing.parser import parse_expression
 from edgehub.routing.syntax import (
     AppProperty,
@@ -29,58 +41,21 @@ from edgehub.routing.syntax import (
     to_text,
 )
 from edgehub.routing.values import (
-    COMPARE,
     SUPPORTED_BY_ANY,
     UNDEFINED,
     MessageView,
     Undefined,
     Value,
     ValueType,
-    compare_any,
     parse_body_path,
     read_body_path,
 )
-
-Evaluator = Callable[[MessageView], Value]
 
 _NUMERIC: Final = frozenset({ValueType.NUMBER, ValueType.ANY})
 _TEXTUAL: Final = frozenset({ValueType.STRING, ValueType.ANY})
 _LOGICAL_OPERANDS: Final = frozenset({ValueType.BOOL, ValueType.NULL, ValueType.UNDEFINED, ValueType.ANY})
 _TYPED_COMPARISONS: Final = frozenset({ValueType.STRING, ValueType.NUMBER, ValueType.BOOL})
 _STRING_NUMBER: Final = frozenset({ValueType.STRING, ValueType.NUMBER})
-
-
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    """A typed expression: a closure, or (``run`` None) a constant ``value``."""
-
-    type: ValueType
-    run: Evaluator | None = None
-    value: Value = UNDEFINED
-
-    def evaluator(self) -> Evaluator:
-        if self.run is not None:
-            return self.run
-        value = self.value
-        return lambda _: value
-
-
-def _truth(value: Value) -> _Compiled:
-    """A constant result of a comparison or logical operator: typed bool even if undefined."""
-    return _Compiled(ValueType.BOOL, None, value)
-
-
-_LITERAL_TYPES: Final[dict[type, ValueType]] = {
-    str: ValueType.STRING,
-    float: ValueType.NUMBER,
-    bool: ValueType.BOOL,
-    type(None): ValueType.NULL,
-    type(UNDEFINED): ValueType.UNDEFINED,
-}
-
-
-def _literal(value: Value) -> _Compiled:
-    return _Compiled(_LITERAL_TYPES[type(value)], None, value)
 
 
 class RouteCondition:
@@ -141,12 +116,12 @@ class _Compiler:
     def fail(self, reason: str, position: int) -> RouteSyntaxError:
         return RouteSyntaxError(reason, position, self.source)
 
-    def compile(self, node: Expression) -> _Compiled:
+    def compile(self, node: Expression) -> Compiled:
         match node:
             case Literal(value=value):
-                return _literal(value)
+                return literal(value)
             case AppProperty(name=name):
-                return _Compiled(ValueType.STRING, _application_property(name))
+                return Compiled(ValueType.STRING, _application_property(name))
             case SystemPropertyRef():
                 return _system_property(node)
             case BodyPath():
@@ -160,7 +135,7 @@ class _Compiler:
             case Call():
                 return self.call(node)
 
-    def body_path(self, node: BodyPath) -> _Compiled:
+    def body_path(self, node: BodyPath) -> Compiled:
         steps = parse_body_path(node.text)
         if steps is None:
             reason = f"invalid $body path '{node.text}' (expected names, '.' and [index])"
@@ -171,21 +146,21 @@ class _Compiler:
             return read_body_path(view.body(), steps)
 
         if node.escaped or "[" in node.text:
-            return _Compiled(ValueType.ANY, run)
+            return Compiled(ValueType.ANY, run)
         # edgeHub: an application property literally named "$body.x" wins over the body.
-        return _Compiled(ValueType.ANY, _property_or(_application_property("$body." + node.text), run))
+        return Compiled(ValueType.ANY, _propertylogical_or(_application_property("$body." + node.text), run))
 
-    def unary(self, node: Unary) -> _Compiled:
+    def unary(self, node: Unary) -> Compiled:
         operand = self.compile(node.operand)
         if node.operator == "-":
             if operand.type not in _NUMERIC:
                 raise self.operand_error(node, operand.type, "number")
-            return _fold(operand.type, _negate, operand)
+            return fold(operand.type, negate, operand)
         if operand.type is ValueType.NULL:
-            return _truth(True)  # NOT null is true in edgeHub
+            return truth(True)  # NOT null is true in edgeHub
         if operand.type not in (ValueType.BOOL, ValueType.ANY):
             raise self.operand_error(node, operand.type, "bool")
-        return _fold(ValueType.BOOL, _not, operand)
+        return fold(ValueType.BOOL, logical_not, operand)
 
     def operand_error(self, node: Unary | Logical, given: ValueType, expected: str) -> RouteSyntaxError:
         reason = f"invalid operand of {node.operator}: have {given.value}, expected {expected}"
@@ -193,32 +168,32 @@ class _Compiler:
             reason += " (NOT binds tighter than comparisons, as in edgeHub: write NOT (a = b))"
         return self.fail(reason, node.position)
 
-    def binary(self, node: Binary) -> _Compiled:
+    def binary(self, node: Binary) -> Compiled:
         left, right = self.compile(node.left), self.compile(node.right)
         operator = node.operator
-        if operator in _ARITHMETIC:
+        if operator in ARITHMETIC:
             return self.arithmetic(node, left, right, _NUMERIC, ValueType.NUMBER)
         if operator == "||":
             return self.arithmetic(node, left, right, _TEXTUAL, ValueType.STRING)
         if not _comparable(left.type, right.type):
             raise self.operands_error(node, left.type, right.type, f"{left.type.value} and {left.type.value}")
         if operator == "??":
-            return _coalesce(left, right)
-        return _comparison(operator, left, right)
+            return coalesce(left, right)
+        return comparison(operator, left, right)
 
     def arithmetic(
         self,
         node: Binary,
-        left: _Compiled,
-        right: _Compiled,
+        left: Compiled,
+        right: Compiled,
         accepted: frozenset[ValueType],
         result: ValueType,
-    ) -> _Compiled:
+    ) -> Compiled:
         if left.type not in accepted or right.type not in accepted:
             expected = f"{result.value} and {result.value}"
             raise self.operands_error(node, left.type, right.type, expected)
         both = result if left.type is right.type is result else ValueType.ANY
-        return _fold(both, _ARITHMETIC.get(node.operator, _concat), left, right)
+        return fold(both, ARITHMETIC.get(node.operator, concat), left, right)
 
     def operands_error(
         self, node: Binary, left: ValueType, right: ValueType, expected: str
@@ -229,7 +204,7 @@ class _Compiler:
             reason += " (properties are strings: compare numbers with AS_NUMBER(property))"
         return self.fail(reason, node.position)
 
-    def logical(self, node: Logical) -> _Compiled:
+    def logical(self, node: Logical) -> Compiled:
         operands = [self.compile(operand) for operand in node.operands]
         for operand in operands:
             if operand.type not in _LOGICAL_OPERANDS:
@@ -237,14 +212,14 @@ class _Compiler:
         if node.operator == "AND":
             # edgeHub: anything AND null is null (a non-match, and NOT of it is true)
             if any(operand.type is ValueType.NULL for operand in operands):
-                return _Compiled(ValueType.NULL, None, None)
-            return _and(operands)
+                return Compiled(ValueType.NULL, None, None)
+            return logical_and(operands)
         remaining = [operand for operand in operands if operand.type is not ValueType.NULL]
         if not remaining:
-            return _Compiled(ValueType.NULL, None, None)
-        return _or(remaining)  # edgeHub: null OR x is x
+            return Compiled(ValueType.NULL, None, None)
+        return logical_or(remaining)  # edgeHub: null OR x is x
 
-    def call(self, node: Call) -> _Compiled:
+    def call(self, node: Call) -> Compiled:
         if self.twin_changes and node.name.lower() == TWIN_CHANGE_INCLUDES:
             return self.twin_change_includes(node)
         arguments = [self.compile(argument) for argument in node.arguments]
@@ -258,9 +233,9 @@ class _Compiler:
             given = f"{node.name.upper()}({', '.join(type_.value for type_ in types)})"
             accepted = " or ".join(functions.signatures(node.name))
             raise self.fail(f"invalid arguments {given}; expected {accepted}", node.position)
-        return _fold(overload.result, overload.run, *arguments)
+        return fold(overload.result, overload.run, *arguments)
 
-    def twin_change_includes(self, node: Call) -> _Compiled:
+    def twin_change_includes(self, node: Call) -> Compiled:
         """``TWIN_CHANGE_INCLUDES(properties.reported.a.b)``: true when the notification's body
         holds the path with a non-null value, false when it does not, undefined when the body
         is not JSON (edgeHub Routing.Core TwinChangeIncludes; TwinChangeJsonPathValidator)."""
@@ -284,7 +259,7 @@ class _Compiler:
             value = read_body_path(body, steps)
             return value is not UNDEFINED and value is not None
 
-        return _Compiled(ValueType.BOOL, run)
+        return Compiled(ValueType.BOOL, run)
 
 
 TWIN_CHANGE_INCLUDES: Final = "twin_change_includes"
@@ -299,20 +274,6 @@ def _comparable(left: ValueType, right: ValueType) -> bool:
         or (left is ValueType.ANY and right in SUPPORTED_BY_ANY)
         or (right is ValueType.ANY and left in SUPPORTED_BY_ANY)
     )
-
-
-def _fold(result: ValueType, operation: Callable[..., Value], *operands: _Compiled) -> _Compiled:
-    """Apply ``operation`` to the operands' values, at compile time if they are constants."""
-    if all(operand.run is None for operand in operands):
-        return _Compiled(result, None, operation(*(operand.value for operand in operands)))
-    if len(operands) == 1:
-        only = operands[0].evaluator()
-        return _Compiled(result, lambda view: operation(only(view)))
-    if len(operands) == 2:  # the common binary case, without *args
-        first, second = operands[0].evaluator(), operands[1].evaluator()
-        return _Compiled(result, lambda view: operation(first(view), second(view)))
-    evaluators = [operand.evaluator() for operand in operands]
-    return _Compiled(result, lambda view: operation(*[evaluate(view) for evaluate in evaluators]))
 
 
 # --- property access ---
@@ -338,7 +299,7 @@ def _system_only(name: str) -> Evaluator:
     return run
 
 
-def _property_or(first: Evaluator, otherwise: Evaluator) -> Evaluator:
+def _propertylogical_or(first: Evaluator, otherwise: Evaluator) -> Evaluator:
     def run(view: MessageView) -> Value:
         value = first(view)
         return value if value is not UNDEFINED else otherwise(view)
@@ -346,14 +307,14 @@ def _property_or(first: Evaluator, otherwise: Evaluator) -> Evaluator:
     return run
 
 
-def _system_property(node: SystemPropertyRef) -> _Compiled:
+def _system_property(node: SystemPropertyRef) -> Compiled:
     # $name: system property `name` (edgehub.message.SystemProperty keys, case-insensitive);
     # edgeHub lets an application property literally named "$name" win unless written {$name}.
     if "[" in node.name or "]" in node.name:
-        return _literal(UNDEFINED)  # edgeHub: not a property name
+        return literal(UNDEFINED)  # edgeHub: not a property name
     system = _system_only(node.name)
     if node.escaped:
-        return _Compiled(ValueType.STRING, system)
+        return Compiled(ValueType.STRING, system)
     name, folded, shadow = node.name, node.name.lower(), "$" + node.name
     shadow_folded = shadow.lower()
 
@@ -367,192 +328,4 @@ def _system_property(node: SystemPropertyRef) -> _Compiled:
                     return view.system_property(folded)
         return value
 
-    return _Compiled(ValueType.STRING, run)
-
-
-# --- operators (values are checked at run time too: $body values have any type) ---
-
-
-def _negate(value: Value) -> Value:
-    return -value if type(value) is float else UNDEFINED
-
-
-def _not(value: Value) -> Value:
-    if value is True:
-        return False
-    return True if value is False else UNDEFINED
-
-
-def _number(value: float) -> Value:
-    return UNDEFINED if value != value else value  # NaN is undefined
-
-
-def _add(left: Value, right: Value) -> Value:
-    if type(left) is not float or type(right) is not float:
-        return UNDEFINED
-    return _number(left + right)
-
-
-def _subtract(left: Value, right: Value) -> Value:
-    if type(left) is not float or type(right) is not float:
-        return UNDEFINED
-    return _number(left - right)
-
-
-def _multiply(left: Value, right: Value) -> Value:
-    if type(left) is not float or type(right) is not float:
-        return UNDEFINED
-    return _number(left * right)
-
-
-def _divide(left: Value, right: Value) -> Value:
-    # IEEE 754 as C#: x/0 is ±Infinity, 0/0 is NaN (undefined).
-    if type(left) is not float or type(right) is not float:
-        return UNDEFINED
-    if right == 0:
-        return UNDEFINED if left == 0 else math.copysign(math.inf, left) * math.copysign(1.0, right)
-    return _number(left / right)
-
-
-def _modulo(left: Value, right: Value) -> Value:
-    # C# % on doubles truncates (fmod): -7 % 3 is -1; x % 0 and inf % y are NaN.
-    if type(left) is not float or type(right) is not float:
-        return UNDEFINED
-    try:
-        return _number(math.fmod(left, right))
-    except ValueError:
-        return UNDEFINED
-
-
-def _concat(left: Value, right: Value) -> Value:
-    if type(left) is not str or type(right) is not str:
-        return UNDEFINED
-    return left + right
-
-
-_ARITHMETIC: Final[dict[str, Callable[[Value, Value], Value]]] = {
-    "+": _add,
-    "-": _subtract,
-    "*": _multiply,
-    "/": _divide,
-    "%": _modulo,
-}
-
-
-_MIRRORED: Final = {"=": "=", "!=": "!=", "<>": "<>", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
-
-
-def _comparison(operator: str, left: _Compiled, right: _Compiled) -> _Compiled:
-    if left.type is not right.type or left.type not in _TYPED_COMPARISONS:
-        if left.type is ValueType.NULL is right.type:
-            return _truth(operator in ("=", "<=", ">="))  # null = null is true
-        if left.type is ValueType.UNDEFINED is right.type:
-            return _truth(UNDEFINED)
-        return _fold(ValueType.BOOL, lambda a, b: compare_any(operator, a, b), left, right)
-    # Same string, number or bool types: undefined if either side is, else compare
-    # (strings ordinally, as edgeHub).
-    if left.run is None and right.run is None:
-        compare = COMPARE[operator]
-        undefined = left.value is UNDEFINED or right.value is UNDEFINED
-        return _truth(UNDEFINED if undefined else compare(left.value, right.value))
-    if left.run is None:
-        return _against_constant(_MIRRORED[operator], right.evaluator(), left.value)
-    if right.run is None:
-        return _against_constant(operator, left.run, right.value)
-    return _Compiled(ValueType.BOOL, _typed_compare(COMPARE[operator], left.run, right.run))
-
-
-def _typed_compare(compare: Callable[[Value, Value], bool], first: Evaluator, second: Evaluator) -> Evaluator:
-    def run(view: MessageView) -> Value:
-        a = first(view)
-        if a is UNDEFINED:
-            return UNDEFINED
-        b = second(view)
-        return UNDEFINED if b is UNDEFINED else compare(a, b)
-
-    return run
-
-
-def _against_constant(operator: str, evaluate: Evaluator, constant: Value) -> _Compiled:
-    """``value <operator> constant``: the common `property = 'text'` case, one closure."""
-    if constant is UNDEFINED:
-        return _truth(UNDEFINED)
-    if operator == "=":
-
-        def equal(view: MessageView) -> Value:
-            value = evaluate(view)
-            return UNDEFINED if value is UNDEFINED else value == constant
-
-        return _Compiled(ValueType.BOOL, equal)
-    compare = COMPARE[operator]
-
-    def run(view: MessageView) -> Value:
-        value = evaluate(view)
-        return UNDEFINED if value is UNDEFINED else compare(value, constant)
-
-    return _Compiled(ValueType.BOOL, run)
-
-
-def _coalesce(left: _Compiled, right: _Compiled) -> _Compiled:
-    # edgeHub: left ?? right is left when it is defined, else right.
-    static = left.type if left.type is right.type else ValueType.ANY
-    if left.run is None:
-        chosen = right if left.value is UNDEFINED else left
-        return _Compiled(static, chosen.run, chosen.value)
-    first, second = left.run, right.evaluator()
-
-    def run(view: MessageView) -> Value:
-        value = first(view)
-        return value if value is not UNDEFINED else second(view)
-
-    return _Compiled(static, run)
-
-
-def _and(operands: list[_Compiled]) -> _Compiled:
-    # Kleene logic: false wins, then undefined (edgeHub Bool &); evaluation stops at false.
-    if any(operand.run is None and operand.value is False for operand in operands):
-        return _truth(False)
-    live = [operand for operand in operands if not (operand.run is None and operand.value is True)]
-    if not live:
-        return _truth(True)
-    if all(operand.run is None for operand in live):
-        return _truth(UNDEFINED)  # only undefined constants are left
-    return _Compiled(ValueType.BOOL, _all([operand.evaluator() for operand in live]))
-
-
-def _all(evaluators: list[Evaluator]) -> Evaluator:
-    def run(view: MessageView) -> Value:
-        result: Value = True
-        for evaluate in evaluators:
-            value = evaluate(view)
-            if value is False:
-                return False
-            if value is not True:
-                result = UNDEFINED
-        return result
-
-    return run
-
-
-def _or(operands: list[_Compiled]) -> _Compiled:
-    # Kleene logic: true wins, then undefined (edgeHub Bool |); evaluation stops at true.
-    if any(operand.run is None and operand.value is True for operand in operands):
-        return _truth(True)
-    live = [operand for operand in operands if not (operand.run is None and operand.value is False)]
-    if not live:
-        return _truth(False)
-    if all(operand.run is None for operand in live):
-        return _truth(UNDEFINED)  # only undefined constants are left
-    evaluators = [operand.evaluator() for operand in live]
-
-    def run(view: MessageView) -> Value:
-        result: Value = False
-        for evaluate in evaluators:
-            value = evaluate(view)
-            if value is True:
-                return True
-            if value is not False:
-                result = UNDEFINED
-        return result
-
-    return _Compiled(ValueType.BOOL, run)
+    return Compiled(ValueType.STRING, run)
