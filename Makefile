@@ -15,7 +15,7 @@ RUN_ENV := StorageFolder=$${StorageFolder:-./data} \
 	httpSettings__port=$${httpSettings__port:-8443} \
 	mqttSettings__plainPort=$${mqttSettings__plainPort:-1883}
 
-.PHONY: run test soak fuzz lint bench check-config check image clean system-deps venv
+.PHONY: run test soak fuzz lint bench bench-quick bench-arm32 check-config check image clean system-deps venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,6 +31,13 @@ AZURE_STAMP := .venv-azure/.installed-stamp
 $(AZURE_STAMP): tests/conformance/requirements-azure.txt
 	@test -x .venv-azure/bin/python || $(PY) -m venv .venv-azure
 	.venv-azure/bin/python -m pip install -q -r tests/conformance/requirements-azure.txt
+	@touch $@
+
+# The Node clients of the AMQP conformance tests (rhea, azure-iot-device + azure-iot-device-amqp),
+# pinned by tests/conformance/node/package-lock.json.
+NODE_STAMP := tests/conformance/node/node_modules/.installed-stamp
+$(NODE_STAMP): tests/conformance/node/package.json tests/conformance/node/package-lock.json
+	cd tests/conformance/node && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 # Debian packages the tests use as real peers (mosquitto); skipped where present.
@@ -60,7 +67,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
-test: $(STAMP) $(AZURE_STAMP) system-deps lint
+test: $(STAMP) $(AZURE_STAMP) system-deps $(NODE_STAMP) lint
 	$(BIN)/pytest
 
 # The reliability suite's longest rounds (tests/reliability): 60 power cuts per backend instead of 6,
@@ -74,8 +81,18 @@ FUZZ_SECS ?= 300
 fuzz: $(STAMP)
 	$(BIN)/python -m tests.fuzz.mqtt_codec -max_total_time=$(FUZZ_SECS)
 
+# The benchmark suite (bench/README.md): tables and plots in bench/results/<date>-<host>-<arch>.md.
+# BENCH_ARGS picks scenarios (`make bench BENCH_ARGS=mqtt`); bench-quick is the < 5 min profile.
 bench: $(STAMP) system-deps
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-quick: $(STAMP) system-deps
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
+
+# The hub on 32-bit ARM: a Debian armhf root filesystem (cached in /var/cache/edgehub-arm32) under
+# qemu-user-static, or natively on a Raspberry Pi: the functional smoke and quick scenarios (root needed).
+bench-arm32: $(STAMP)
+	sh bench/arm32/run.sh $(ARM32_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-azure .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache

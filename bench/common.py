@@ -8,12 +8,15 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import shlex
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from bench import timeline
 from edgehub.message import Message, SystemProperty
 
 PAYLOAD = b"x" * 256
@@ -65,6 +68,13 @@ def rss_mib() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def hub_command(*args: str) -> list[str]:
+    """``python -m edgehub ARGS``; ``EDGEHUB_BENCH_PYTHON`` overrides the interpreter (bench/arm32: an
+    explicit qemu where binfmt_misc is not registered)."""
+    python = shlex.split(os.environ.get("EDGEHUB_BENCH_PYTHON", "")) or [sys.executable]
+    return [*python, "-m", "edgehub", *args]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -72,8 +82,15 @@ def free_port() -> int:
         return port
 
 
-def wait_listening(port: int, timeout: float = 20.0) -> None:
+def start_timeout() -> float:
+    """Seconds a server may take to listen: ``EDGEHUB_BENCH_START_SECS`` (bench/arm32 sets it for qemu),
+    else 20."""
+    return float(os.environ.get("EDGEHUB_BENCH_START_SECS", "20"))
+
+
+def wait_listening(port: int, timeout: float | None = None) -> None:
     """Poll (bounded) until something accepts TCP connections on 127.0.0.1:port."""
+    timeout = start_timeout() if timeout is None else timeout
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -84,14 +101,18 @@ def wait_listening(port: int, timeout: float = 20.0) -> None:
 
 @contextlib.contextmanager
 def server_process(
-    args: Sequence[str], port: int, env: Mapping[str, str] | None = None
+    args: Sequence[str], port: int, env: Mapping[str, str] | None = None, label: str | None = None,
+    preexec: Callable[[], None] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a server, wait until ``port`` accepts, stop it (SIGTERM, then kill) on exit."""
+    """Start a server, wait until ``port`` accepts, stop it (SIGTERM, then kill) on exit. Its RSS joins the
+    running scenario's plot under ``label`` (default: the program's name; ``edgehub`` for the hub)."""
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(env) if env is not None else None)
+                            env=dict(env) if env is not None else None, preexec_fn=preexec)
+    name = label or ("edgehub" if "edgehub" in args else os.path.basename(args[0]))
     try:
         wait_listening(port)
-        yield proc
+        with timeline.watch_rss(proc.pid, name):
+            yield proc
     finally:
         proc.terminate()
         try:

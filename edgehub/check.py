@@ -260,7 +260,8 @@ def check_clock(target: Target, now: datetime) -> Check:
 
 
 def check_upstream(target: Target, metrics: str | None) -> Check:
-    from edgehub.upstream.config import upstream_config
+    from edgehub.upstream.config import UpstreamTransport, upstream_config
+    from edgehub.upstream.transport import tls_context
 
     config = upstream_config(target.settings)
     if config is None:
@@ -271,7 +272,7 @@ def check_upstream(target: Target, metrics: str | None) -> Check:
     try:
         with socket.create_connection((config.host, config.port), timeout=NETWORK_TIMEOUT) as raw:
             if config.tls:
-                context = ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
+                context = tls_context(config.ca_file, config.ca_pem)
                 with context.wrap_socket(raw, server_hostname=config.host):
                     pass
     except ssl.SSLError as exc:
@@ -279,7 +280,10 @@ def check_upstream(target: Target, metrics: str | None) -> Check:
                      "trust the parent's CA with UpstreamCaFile, and check the clock")
     except OSError as exc:
         return Check("upstream", Status.FAIL, f"{where}: unreachable: {exc.strerror or exc}",
-                     "check the host name, the network, a firewall, or try UpstreamProtocol=MqttWs (443)")
+                     "check the host name, the network, a firewall"
+                     + ("; Amqp falls back to AmqpWs (443) by itself, else try UpstreamProtocol=AmqpWs"
+                        if config.amqp and config.transport is UpstreamTransport.TCP else "")
+                     + "; or try UpstreamProtocol=MqttWs (443)")
     if metrics is None:
         return Check("upstream", Status.WARN, f"{where}: reachable; no running hub to tell whether it "
                      "authenticated", "run check against the running hub (its metrics port)")

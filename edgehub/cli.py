@@ -22,7 +22,7 @@ from edgehub import __version__
 from edgehub.errors import ConfigError, StoreOpenError
 
 if TYPE_CHECKING:
-    from edgehub.hub import HubAssembly
+    from edgehub.assembly import HubAssembly
     from edgehub.settings import StoreBackend
 
 EXIT_OK = 0
@@ -224,7 +224,7 @@ def _print_live_stats(document: dict[str, Any], url: str, as_json: bool) -> None
 
 
 def _offline_stats(storage: Path, backend: StoreBackend, as_json: bool) -> int:
-    from edgehub.hub import store_folder
+    from edgehub.assembly import store_folder
     from edgehub.store.open import open_store
 
     folder = store_folder(storage)
@@ -257,7 +257,7 @@ def _offline_stats(storage: Path, backend: StoreBackend, as_json: bool) -> int:
 
 
 def run(config_path: Path | None) -> int:
-    from edgehub.hub import assemble
+    from edgehub.assembly import assemble
     from edgehub.logs import configure_logging
     from edgehub.settings import load_settings
 
@@ -280,7 +280,7 @@ def run(config_path: Path | None) -> int:
 
 
 def _loop_factory(optimize_for_performance: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop where it is installed; plain asyncio in low-memory mode (uvloop costs ~10 MiB RSS)
+    """uvloop where it is installed; plain asyncio in low-memory mode (uvloop costs about 1.5 MiB RSS)
     and where it is absent (Windows, some ARM builds: docs/architecture.md §3)."""
     if not optimize_for_performance:
         return None

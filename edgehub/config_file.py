@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from typing import Any, Final
 
 from edgehub.auth.authorize import EDGE_HUB_MODULE
 from edgehub.auth.identities import IdentitySpec
+from edgehub.broker.acl import AclRule, parse_acl
 from edgehub.config_json import (
     JsonObject,
     NonFiniteNumberError,
@@ -78,6 +80,8 @@ class HubConfig:
     """Module id → its twin's desired properties, from a whole manifest's
     ``modulesContent.{module}["properties.desired"]`` ($edgeAgent and $edgeHub excluded:
     the hub's own desired properties are this config)."""
+    acl: tuple[AclRule, ...] = ()
+    """The top-level ``acl`` list: generic MQTT topic rules (edgehub.broker.acl); empty: open."""
 
     def drain_order_of(self, endpoint: str) -> DrainOrder:
         """The drain order of the endpoint named ``endpoint`` (as its queues are)."""
@@ -158,6 +162,9 @@ def parse_config(document: object, source: str, base_dir: Path | None = None) ->
     module_desired = _module_desired(root, report) if desired is not root else {}
     identities = _identities(root.get("identities"), "identities", base_dir, report)
     identity_desired = _identity_desired(root.get("identities"), "identities", report)
+    acl, acl_problems = parse_acl(root.get("acl"), "acl")
+    for location, reason in acl_problems:
+        report.problem(location, reason)
     if report.problems:
         raise ConfigError(report.problems)
     schema_version, routes, store_and_forward = parsed
@@ -173,6 +180,39 @@ def parse_config(document: object, source: str, base_dir: Path | None = None) ->
         warnings=tuple(report.warnings),
         module_desired=module_desired,
         identity_desired=identity_desired,
+        acl=tuple(acl),
+    )
+
+
+def has_hub_config(desired: Mapping[str, object]) -> bool:
+    """Whether the hub's own twin desired properties carry its config (as IoT Edge deploys it)."""
+    return "schemaVersion" in desired or "routes" in desired
+
+
+def with_desired_properties(base: HubConfig, desired: Mapping[str, object], source: str) -> HubConfig:
+    """``base`` (the config file) with the routes, time to live, store limit and drain order of
+    edgeHub desired properties ``desired`` (the hub's own twin); identities and module desired
+    properties stay the file's. Raises ConfigError listing every problem."""
+    report = Report()
+    root = json_object(desired, source, report)
+    if root is None:
+        raise ConfigError(report.problems)
+    if "identities" in root:
+        report.problem(child_path(source, "identities"), "a local registry is never taken from a twin")
+    schema_version, routes, store_and_forward = _desired_properties(root, source, in_manifest=False,
+                                                                    report=report)
+    if report.problems:
+        raise ConfigError(report.problems)
+    return dataclasses.replace(
+        base,
+        routes=tuple(routes),
+        time_to_live_secs=store_and_forward.time_to_live_secs,
+        max_store_size_bytes=store_and_forward.max_size_bytes,
+        drain_order=store_and_forward.drain_order,
+        drain_order_by_endpoint=store_and_forward.drain_order_by_endpoint,
+        source=source,
+        schema_version=schema_version,
+        warnings=base.warnings + tuple(report.warnings),
     )
 
 
@@ -203,7 +243,7 @@ def _manifest_desired_properties(root: Mapping[str, object], report: Report) -> 
     if "modulesContent" in root and "moduleContent" in root:
         report.problem("moduleContent", "give modulesContent only (moduleContent is its old name)")
     for other in root:
-        if other not in ("modulesContent", "moduleContent", "identities") and not other.startswith("$"):
+        if other not in ("modulesContent", "moduleContent", "identities", "acl") and other[:1] != "$":
             report.warn(child_path("", other), "ignored: not part of a deployment manifest the hub reads")
     content = json_object(root[key], key, report)
     if content is None:
@@ -307,7 +347,7 @@ def _desired_properties(
         location = child_path(path, key)
         if key in ("schemaVersion", "routes", "storeAndForwardConfiguration") or key.startswith("$"):
             continue  # $version, $metadata: twin bookkeeping
-        if key == "identities" and not in_manifest:
+        if key in ("identities", "acl") and not in_manifest:
             continue
         if key == "identities":
             report.problem(location, "identities belong at the top level of the file, beside modulesContent")

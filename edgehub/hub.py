@@ -1,54 +1,47 @@
-"""The composition root: settings → store → router → pumps → upstream → heads.
+"""The Hub: ingest and routing into the store, a pump per endpoint, TTL cleanup, twins and methods,
+the config in force (file or own twin) and the device scope's identities.
 
-Owns the start/stop order (heads start last and stop first; the store closes last)
-and the ingest path. The only module that knows which store backend exists.
+Owns the start/stop order (heads start last and stop first; the store closes last). Built by
+edgehub.assembly, which picks the store backend, the heads and the upstream link.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from edgehub import __version__, metrics
+from edgehub.auth.identities import IdentitySpec
 from edgehub.auth.registry import IdentityRegistry
 from edgehub.clock import Clock, SystemClock, now_ms
-from edgehub.config_file import HubConfig, default_config, load_config_file
-from edgehub.config_watch import ConfigWatcher
+from edgehub.config_file import HubConfig
+from edgehub.config_twin import TwinConfig
 from edgehub.endpoints.base import Endpoint, SendResult, Unsubscribe
 from edgehub.endpoints.link import ClientLink
 from edgehub.endpoints.module import ClientDirectory, DeviceboundEndpoint, ModuleInputEndpoint
 from edgehub.endpoints.pump import EndpointPump
-from edgehub.errors import EndpointUnavailable, StoreDamagedError
+from edgehub.errors import ConfigError, EdgeHubError, EndpointUnavailable, StoreDamagedError
 from edgehub.message import DEFAULT_PRIORITY, Identity, Message
 from edgehub.plugins import Head, UpstreamLink
 from edgehub.routing.router import RouteMatch, Router, compile_routes
-from edgehub.settings import Settings, UpstreamIdentityMode
+from edgehub.settings import ConfigSource, Settings
 from edgehub.store.base import Delivery, IngestItem, QueuedMessage, QueueKey, Store
 from edgehub.store.group_commit import GroupCommitter
-from edgehub.store.open import open_store
-from edgehub.tls import ensure_dev_certificates, server_ssl_context
+from edgehub.twins.document import combine_patches
 from edgehub.twins.edgehub_twin import EdgeHubReported, VersionInfo
 from edgehub.twins.gateway import TwinGateway
 from edgehub.twins.methods import MethodRouter
 from edgehub.twins.notification import twin_change_message
 from edgehub.twins.port import ClientPresence, JsonObject, NoPresence, TwinError
 from edgehub.twins.service import TwinService
-from edgehub.upstream.config import SubscriptionScope
-from edgehub.upstream.factory import create_upstream
-from edgehub.upstream.identity_links import IdentityLinks, PresentedTokens
-from edgehub.upstream.mqtt import MqttUpstream
-from edgehub.upstream.per_identity import IdentityTwins, PerIdentityUpstream
-from edgehub.upstream.twin_sync import UpstreamTwins
+from edgehub.upstream.device_scope import DeviceScope
+from edgehub.upstream.identity_links import PresentedTokens
 
 if TYPE_CHECKING:  # imported where used: a disabled head is never imported
-    from edgehub.heads.mqtt.head import MqttHead
-    from edgehub.probe_server import ProbeServer
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -133,14 +126,25 @@ class Hub:
         upstream: UpstreamLink | None = None,
     ) -> None:
         self.settings = settings
-        self.config = config
+        self.file_config = config
         self.store = store
         self.clock: Clock = clock or SystemClock()
         self.heads = list(heads)
         self.upstream = upstream
         self.directory = ClientDirectory()
         self.committer = GroupCommitter(store, sync=settings.store_sync_writes)
+        # Twins and direct methods (IoT Hub's device twin and direct method model, served locally).
+        self.hub_identity = Identity(settings.edge_device_id, EDGE_HUB_MODULE)
+        self.twin_service = TwinService(store, on_reported=self._on_reported)
+        # Routes and store settings: the hub's own twin's (configSource=twin, cached), else the file's.
+        self.twin_config = TwinConfig(self.hub_identity, self.twin_service, validate_config(settings),
+                                      enabled=settings.config_source is ConfigSource.TWIN)
+        self.config = config = self.twin_config.effective(config)
+        self.twin_config.subscribe(self._hub_desired_changed)
         self._routes = build_route_table(config)
+        # Identities in the device's scope upstream (an Azure IoT Hub's registry), beside the file's.
+        self.scope_identities: tuple[IdentitySpec, ...] = ()
+        self.device_scope: DeviceScope | None = None
         self.registry = build_registry(settings, config)
         self._pumps: dict[str, EndpointPump] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -150,9 +154,6 @@ class Hub:
         self.store_failure: StoreDamagedError | None = None
         self.failed = asyncio.Event()
         self.listening: list[str] = []
-        # Twins and direct methods (IoT Hub's device twin and direct method model, served locally).
-        self.hub_identity = Identity(settings.edge_device_id, EDGE_HUB_MODULE)
-        self.twin_service = TwinService(store, on_reported=self._on_reported)
         self.twins = TwinGateway(self.twin_service, MethodRouter(self.clock))
         self._hub_twin = EdgeHubReported(self.hub_identity, VersionInfo(__version__))
         self._hub_twin_patch: JsonObject = {}
@@ -165,6 +166,10 @@ class Hub:
         self.upstream_clients: ClientPresence = NoPresence()
 
     # -- HubPort -----------------------------------------------------------------
+
+    def takes_topic(self, topic: str) -> bool:
+        """Whether a route ``FROM /topics/{filter}`` takes generic MQTT messages on ``topic``."""
+        return self._routes.router.takes_topic(topic)
 
     async def ingest(self, messages: Sequence[Message]) -> None:
         started = self.clock.monotonic()
@@ -245,6 +250,8 @@ class Hub:
         self._tasks.append(asyncio.create_task(self._hub_twin_loop(), name="edgehub-twin"))
         if self.upstream is not None:
             await self.upstream.start(self)
+        if self.device_scope is not None:
+            self._tasks.append(asyncio.create_task(self.device_scope.run(), name="device-scope"))
         for head in self.heads:
             self.listening.extend(await head.start(self))
 
@@ -278,14 +285,57 @@ class Hub:
             raise errors[0]
 
     def apply_config(self, config: HubConfig) -> None:
-        """A new, already validated config (file changed): new routes and TTL from now on."""
+        """A new, already validated config file: new routes and TTL from now on (with a config in
+        the hub's own twin, the twin's routes and store settings stay over the file's)."""
+        self.file_config = config
+        self._take_config(self.twin_config.effective(config))
+
+    def take_scope(self, identities: tuple[IdentitySpec, ...]) -> None:
+        """New identities in the device's scope upstream: the registry is rebuilt with them (the
+        config file's entries win); a scope the registry refuses leaves the current one in place."""
+        try:
+            registry = build_registry(self.settings, self.config, identities)
+        except ConfigError as exc:
+            log.warning("device scope identities not taken: %s", exc)
+            return
+        self.scope_identities, self.registry = identities, registry
+
+    def credentials_refused(self) -> None:
+        """A client's credentials were refused: read the device scope again soon (rate-limited)."""
+        if self.device_scope is not None:
+            self.device_scope.credentials_refused()
+
+    def _hub_desired_changed(self) -> None:
+        """The hub's own twin changed upstream: take the config it holds, or refuse it and keep
+        the current one (``lastDesiredStatus`` 400, as edgeHub)."""
+        try:
+            composed = self.twin_config.compose(self.file_config)
+        except EdgeHubError as exc:
+            held = self.twin_service.upstream_desired(self.hub_identity)
+            version = held[1] if held is not None else self._desired_version + 1
+            log.warning("config in the twin of %s refused, keeping the current config: %s",
+                        self.hub_identity, exc)
+            self._hub_twin_change(self._hub_twin.desired_applied(version, 400, str(exc)[:512]))
+            return
+        if composed is None:
+            if self.twin_config.version is not None:  # the twin no longer holds a config: the file's again
+                self.twin_config.version = None
+                self._take_config(self.file_config)
+            return
+        config, version = composed
+        if version == self.twin_config.version:
+            return
+        self.twin_config.version = version
+        self._take_config(config)
+
+    def _take_config(self, config: HubConfig) -> None:
         self._routes = build_route_table(config)
-        self.registry = build_registry(self.settings, config)
+        self.registry = build_registry(self.settings, config, self.scope_identities)
         self.config = config
         for name, pump in self._pumps.items():  # storeAndForwardConfiguration.drainOrder
             pump.set_drain_order(config.drain_order_of(name))
         self._apply_desired(config)
-        log.info("config reloaded from %s: %d routes", config.source, len(config.routes))
+        log.info("config from %s: %d routes", config.source, len(config.routes))
 
     # -- internals ---------------------------------------------------------------
 
@@ -299,7 +349,7 @@ class Hub:
                 self.twin_service.set_desired(identity, desired)
             except TwinError as exc:
                 log.warning("desired properties of %s not applied: %s", identity, exc.reason)
-        self._desired_version += 1
+        self._desired_version = self.twin_config.version or self._desired_version + 1
         self._hub_twin_change(self._hub_twin.desired_applied(self._desired_version, 200))
 
     def _on_reported(self, identity: Identity, patch: JsonObject, version: int) -> None:
@@ -320,7 +370,7 @@ class Hub:
     def _hub_twin_change(self, patch: JsonObject | None) -> None:
         if patch is None:
             return
-        self._hub_twin_patch = _merge_patches(self._hub_twin_patch, patch)
+        self._hub_twin_patch = combine_patches(self._hub_twin_patch, patch)
         self._hub_twin_dirty.set()
 
     async def _hub_twin_loop(self) -> None:
@@ -413,18 +463,6 @@ class Hub:
             metrics.QUEUE_LENGTH.labels(queue.endpoint, str(queue.priority)).set(length)
 
 
-def _merge_patches(first: JsonObject, second: JsonObject) -> JsonObject:
-    """One patch with the effect of ``first`` then ``second`` (JSON merge patch; null kept)."""
-    merged = dict(first)
-    for key, value in second.items():
-        previous = merged.get(key)
-        if isinstance(value, dict) and isinstance(previous, dict):
-            merged[key] = _merge_patches(previous, value)
-        else:
-            merged[key] = value
-    return merged
-
-
 async def _collect(awaitable: Awaitable[object], errors: list[BaseException]) -> None:
     try:
         await awaitable
@@ -433,184 +471,17 @@ async def _collect(awaitable: Awaitable[object], errors: list[BaseException]) ->
         errors.append(exc)
 
 
-
-class HubStatus:
-    """The hub as the probes see it (edgehub.status.StatusSource).
-
-    Ready: the store is open (between HubAssembly start and stop) and every head is bound
-    (its ``bound`` property; a head without one counts as bound once the hub serves).
-    Stats come from the store's in-memory counters plus one read of each non-empty queue's
-    head for the oldest age: never a walk of the store.
-    """
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.serving = False
-
-    def ready(self) -> tuple[bool, dict[str, Any]]:
-        heads = {head.name: {"bound": bool(getattr(head, "bound", self.serving))} for head in self.hub.heads}
-        ready = self.serving and all(part["bound"] for part in heads.values())
-        return ready, {"store": {"open": self.serving}, "heads": heads}
-
-    def stats(self) -> dict[str, Any]:
-        store = self.hub.store
-        connected = int(metrics.sample_value("edgehub_connected_clients"))
-        if not self.serving:
-            return {"serving": False, "queues": [], "store_bytes": 0, "connected_clients": connected}
-        now = now_ms(self.hub.clock)
-        queues: list[dict[str, Any]] = []
-        for queue, length in sorted(store.queue_lengths().items()):
-            oldest = store.read(queue, -1, 1, now) if length else []
-            age = round((now - oldest[0].message.enqueued_ms) / 1000, 3) if oldest else None
-            queues.append({"endpoint": queue.endpoint, "priority": queue.priority, "length": length,
-                           "oldest_age_seconds": age})
-        return {"serving": True, "queues": queues, "store_bytes": store.size_bytes(),
-                "connected_clients": connected}
-
-
-class HubAssembly:
-    """Everything ``edgehub run`` starts: the hub, its config watcher and the metrics listener
-    (the HTTP head's plain site when that head is on, else the minimal edgehub.probe_server)."""
-
-    def __init__(self, hub: Hub, config_path: Path | None, status: HubStatus | None = None) -> None:
-        self.hub = hub
-        self.config_path = config_path
-        self.status = status or HubStatus(hub)
-        self._watch_task: asyncio.Task[None] | None = None
-        self._probe_server: ProbeServer | None = None
-        self._probe_port = 0
-
-    async def start(self) -> None:
-        settings = self.hub.settings
-        await self.hub.start()
-        self.status.serving = True
-        if self.config_path is not None:
-            watcher = ConfigWatcher(
-                self.config_path, self.hub.apply_config, self.hub.clock,
-                validate=validate_config(settings),
-                current=self.hub.config,
-                on_refused=self.hub.config_refused,
-            )
-            self._watch_task = asyncio.create_task(watcher.run(), name="config-watch")
-        if settings.metrics_port and not any(head.name == "http" for head in self.hub.heads):
-            from edgehub.probe_server import start_probe_server
-
-            self._probe_server, self._probe_port = await start_probe_server(
-                self.status, "0.0.0.0", settings.metrics_port,
-            )
-
-    async def stop(self) -> None:
-        self.status.serving = False
-        if self._probe_server is not None:
-            await self._probe_server.stop()
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            await asyncio.gather(self._watch_task, return_exceptions=True)
-        await self.hub.stop()
-
-    def describe(self) -> list[str]:
-        settings = self.hub.settings
-        location = store_folder(settings.storage_folder).resolve()
-        kind = type(getattr(self.hub.store, "kv", self.hub.store)).__name__
-        backend = {"RocksKeyValue": "RocksDB", "SqliteKeyValue": "SQLite"}.get(kind, kind)
-        sync = ", fsync per batch" if settings.store_sync_writes else ""
-        memory = "" if settings.optimize_for_performance else ", low-memory mode"
-        lines = [f"store: {location} ({backend}{sync}{memory})"]
-        lines += self.hub.listening
-        if self._probe_port:
-            lines.append(f"metrics: http://0.0.0.0:{self._probe_port}/metrics (also /health, /ready, /stats)")
-        upstream = self.hub.upstream
-        if upstream is None:
-            lines.append("upstream: standalone (no EdgeHubConnectionString; $upstream messages wait)")
-        else:
-            mode = " (a connection per sender)" if isinstance(upstream, PerIdentityUpstream) else ""
-            lines.append(f"upstream: {getattr(getattr(upstream, 'config', None), 'url', 'configured')}{mode}")
-        return lines
-
-
-def store_folder(storage_folder: Path) -> Path:
-    """The store lives in its own folder under StorageFolder, beside ``certs/``."""
-    return storage_folder / "store"
-
-
-def build_registry(settings: Settings, config: HubConfig) -> IdentityRegistry:
-    """The identities of ``config``, accepting SAS ``sr`` on every name the hub answers to."""
+def build_registry(
+    settings: Settings, config: HubConfig, scope: Sequence[IdentitySpec] = (),
+) -> IdentityRegistry:
+    """The identities of ``config`` and of the device's scope upstream (the file's win), accepting
+    SAS ``sr`` on every name the hub answers to."""
     names = [settings.iothub_hostname, settings.edgehub_hostname]
     if settings.gateway_hostname:
         names.append(settings.gateway_hostname)
-    return IdentityRegistry(config.identities, names, settings.trust_bundle_file)
-
-
-def server_tls(settings: Settings, config: HubConfig) -> ssl.SSLContext:
-    """The production certificate; under the IoT Edge runtime (``IOTEDGE_WORKLOADURI``) one issued by
-    the workload API; else a generated dev CA and server certificate (warned)."""
-    if settings.server_certificate_file and settings.server_private_key_file:
-        cert, key = settings.server_certificate_file, settings.server_private_key_file
-    elif settings.workload_uri is not None:
-        from edgehub.workload import WorkloadClient, fetch_server_certificate
-
-        client = WorkloadClient(settings.workload_uri, settings.module_id,
-                                settings.module_generation_id or "", settings.workload_api_version)
-        cert, key = fetch_server_certificate(client, settings.edgehub_hostname,
-                                             settings.storage_folder / "certs")
-    else:
-        dev = ensure_dev_certificates(
-            settings.storage_folder / "certs", [settings.edgehub_hostname, settings.iothub_hostname]
-        )
-        cert, key = dev.cert_file, dev.key_file
-    ca_files = [Path(spec.x509_ca_file) for spec in config.identities if spec.x509_ca_file]
-    return server_ssl_context(cert, key, settings.trust_bundle_file, extra_client_ca_files=ca_files)
-
-
-def build_heads(
-    settings: Settings, config: HubConfig, hub: Hub, status: HubStatus | None = None,
-) -> list[Head]:
-    """The enabled heads; a disabled head is neither imported nor bound (docs/architecture.md §4).
-
-    MQTT over WebSocket belongs to the HTTP head: with ``mqttSettings__enabled=false`` and
-    the HTTP head on, the HTTP head runs an MQTT server without TCP listeners of its own.
-    """
-    heads: list[Head] = []
-    tls = server_tls(settings, config) if settings.mqtt.enabled or settings.http.enabled else None
-    mqtt_head = _mqtt_head(settings, hub, tls, tcp=True) if settings.mqtt.enabled and tls else None
-    if mqtt_head is not None:
-        heads.append(mqtt_head)
-    if settings.http.enabled and tls is not None:
-        from edgehub.heads.http.auth import HttpAuthenticator
-        from edgehub.heads.http.head import HttpHead, HttpHeadConfig
-
-        http_config = HttpHeadConfig(
-            host="0.0.0.0", port=settings.http.port, metrics_port=settings.metrics_port,
-            max_message_size=settings.max_message_size_bytes, edge_device_id=settings.edge_device_id,
-        )
-        heads.append(HttpHead(
-            http_config, authenticator=HttpAuthenticator(lambda: hub.registry, hub.clock.time),
-            ssl_context=tls, status=status or HubStatus(hub),
-            mqtt=mqtt_head or _mqtt_head(settings, hub, tls, tcp=False), owns_mqtt=mqtt_head is None,
-            clock=hub.clock, methods=hub.twins,
-        ))
-    if settings.amqp.enabled:
-        log.info("amqp head is not part of this version yet; amqpSettings__enabled has no effect")
-    return heads
-
-
-def _mqtt_head(settings: Settings, hub: Hub, tls: ssl.SSLContext, *, tcp: bool) -> MqttHead:
-    from edgehub.heads.credentials import RegistryAuthenticator
-    from edgehub.heads.mqtt.head import MqttHead, MqttHeadConfig
-    from edgehub.heads.mqtt.session_store import DurableSessionStore
-
-    auth = RegistryAuthenticator(
-        lambda: hub.registry, hub.clock, client_cert_auth=settings.client_cert_auth_enabled,
-        generic_topics=settings.mqtt.generic_topics, on_token=hub.presented_tokens.record,
-    )
-    head_config = MqttHeadConfig(
-        host="0.0.0.0", tls_port=settings.mqtt.port, plain_port=settings.mqtt.plain_port,
-        max_message_size=settings.max_message_size_bytes,
-        max_connected_clients=settings.max_connected_clients,
-        low_memory=not settings.optimize_for_performance, tcp=tcp,
-    )
-    return MqttHead(head_config, auth, tls, hub.clock, twins=hub.twins, methods=hub.twins, presence=hub,
-                    sessions=DurableSessionStore(hub.store, hub.clock.time))
+    configured = {spec.identity for spec in config.identities}
+    specs = (*config.identities, *(spec for spec in scope if spec.identity not in configured))
+    return IdentityRegistry(specs, names, settings.trust_bundle_file)
 
 
 def validate_config(settings: Settings) -> Callable[[HubConfig], None]:
@@ -623,61 +494,3 @@ def validate_config(settings: Settings) -> Callable[[HubConfig], None]:
     return validate
 
 
-def per_identity(settings: Settings, upstream: MqttUpstream) -> bool:
-    """Whether senders go up on connections of their own (UpstreamIdentityMode): always toward an
-    Azure IoT Hub host in auto mode (it authorizes one identity per connection); a parent edge hub
-    or a broker takes everyone on the hub's own connection, which is cheaper."""
-    mode = settings.upstream_identity_mode
-    if mode is UpstreamIdentityMode.AUTO:
-        return upstream.config.is_iot_hub
-    return mode is UpstreamIdentityMode.PER_IDENTITY
-
-
-def build_upstream(settings: Settings, hub: Hub) -> UpstreamLink | None:
-    """The upstream link and its twin sync, in the connection model ``per_identity`` picks."""
-    own = create_upstream(settings, hub.clock)
-    if own is None:
-        return None
-    if not per_identity(settings, own):
-        # Multiplexed: a parent edge hub holds the twins of every identity below this hub
-        # (edgeHub's nested dialect); a broker answers no twin request and twins stay local.
-        sync = UpstreamTwins(own.config.identity, hub.clock, hub.twin_service, hub.twins, multiplexed=True)
-        own.twins = sync
-        hub.twins.upstream = sync
-        return own
-    # Each device's connection subscribes to its own cloud-to-device messages; the hub's own to its own.
-    own.config = dataclasses.replace(own.config, subscription_scope=SubscriptionScope.OWN)
-    own.twins = UpstreamTwins(own.config.identity, hub.clock, hub.twin_service, hub.twins, multiplexed=False)
-    links = IdentityLinks(
-        own.config, hub.clock, keys=lambda: hub.registry.signing_key, presented=hub.presented_tokens,
-        factory=own.connection_factory, twins=hub.twin_service, methods=hub.twins,
-        idle_timeout=settings.cloud_connection_idle_timeout_secs, max_links=settings.max_connected_clients,
-    )
-    upstream = PerIdentityUpstream(own, links, hub.clock)
-    hub.twins.upstream = IdentityTwins(upstream)
-    hub.upstream_clients = upstream
-    return upstream
-
-
-def assemble(settings: Settings, config_path: Path | None, *, clock: Clock | None = None) -> HubAssembly:
-    """Load and validate the config, open the store, build heads. ConfigError / StoreOpenError."""
-    config = load_config_file(config_path) if config_path is not None else default_config()
-    validate_config(settings)(config)
-    metrics.set_common_labels(settings.iothub_hostname, settings.edge_device_id)
-    store = open_store(
-        store_folder(settings.storage_folder),
-        backend=settings.store_backend,
-        sync=settings.store_sync_writes,
-        low_memory=not settings.optimize_for_performance,
-        max_size_bytes=config.max_store_size_bytes,
-        recovery=settings.store_recovery,
-    )
-    hub = Hub(settings, config, store, clock=clock)
-    hub.upstream = build_upstream(settings, hub)
-    status = HubStatus(hub)
-    try:
-        hub.heads = build_heads(settings, config, hub, status)
-    except Exception:
-        store.close()
-        raise
-    return HubAssembly(hub, config_path, status)

@@ -6,34 +6,31 @@ text exposition; it imports no hub part and does no I/O (the listeners serve ``e
 Every metric is defined without the common labels and gets them at scrape time, so they are
 bound once (``set_common_labels`` at hub start) and no hot path passes them. Durations and
 sizes are summaries, as in edgeHub: ``_count``, ``_sum`` and the quantiles 0.5, 0.9, 0.95,
-0.99, 0.999 and 0.9999 over the last ``SUMMARY_WINDOW`` observations of each label set.
+0.99, 0.999 and 0.9999 over the last 512 observations of each label set.
 Counting is aggregated per batch (one ``inc`` per distinct label set of a batch), and callers
-cache the ``labels()`` children they use per message.
+cache the ``labels()`` children they use per message. The metric types and the text format are
+edgehub.metrics_core's (no prometheus-client in the hub).
 """
 
 from __future__ import annotations
 
-import math
-import threading
 import uuid
-from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Final
 
-import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.metrics_core import Metric
-from prometheus_client.samples import Sample
-
 from edgehub.message import Message, SystemProperty
-
-prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # edgeHub has no *_created
+from edgehub.metrics_core import (
+    CONTENT_TYPE,
+    Counter,
+    CounterChild,
+    Gauge,
+    Registry,
+    Summary,
+    SummaryChild,
+)
+from edgehub.metrics_core import exposition as _exposition
 
 COMMON_LABELS: Final = ("iothub", "edge_device", "instance_number")
-QUANTILES: Final = (0.5, 0.9, 0.95, 0.99, 0.999, 0.9999)
-"""edgeHub's summary quantiles."""
-SUMMARY_WINDOW: Final = 512
-"""Observations per label set the quantiles are computed over."""
 UPSTREAM_TARGET: Final = "upstream"
 """``to`` of messages sent to ``$upstream``, as edgeHub labels them."""
 
@@ -53,115 +50,14 @@ def common_labels() -> dict[str, str]:
     return dict(_common)
 
 
-class Summary:
-    """A summary with quantiles over a sliding window (prometheus_client's has no quantiles).
-
-    Observed on the event loop thread; scraped from anywhere (a lock guards the window copy).
-    """
-
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = (),
-                 registry: CollectorRegistry | None = None) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = tuple(labelnames)
-        self._children: dict[tuple[str, ...], SummaryChild] = {}
-        self._lock = threading.Lock()
-        if not self.labelnames:
-            self._children[()] = SummaryChild(self._lock)
-        if registry is not None:
-            registry.register(self)
-
-    def labels(self, *values: str, **by_name: str) -> SummaryChild:
-        key = tuple(by_name[n] for n in self.labelnames) if by_name else tuple(values)
-        if len(key) != len(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {key}")
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = SummaryChild(self._lock)
-        return child
-
-    def observe(self, value: float) -> None:
-        """For a summary without labels."""
-        self._children[()].observe(value)
-
-    def describe(self) -> list[Metric]:
-        return [Metric(self.name, self.documentation, "summary")]
-
-    def collect(self) -> list[Metric]:
-        metric = Metric(self.name, self.documentation, "summary")
-        for key, child in list(self._children.items()):
-            labels = dict(zip(self.labelnames, key, strict=True))
-            count, total, window = child.snapshot()
-            for quantile, value in zip(QUANTILES, _quantiles(window), strict=True):
-                metric.add_sample(self.name, {**labels, "quantile": str(quantile)}, value)
-            metric.add_sample(self.name + "_sum", labels, total)
-            metric.add_sample(self.name + "_count", labels, count)
-        return [metric]
-
-
-class SummaryChild:
-    __slots__ = ("_lock", "count", "sum", "window")
-
-    def __init__(self, lock: threading.Lock) -> None:
-        self._lock = lock
-        self.count = 0
-        self.sum = 0.0
-        self.window: deque[float] = deque(maxlen=SUMMARY_WINDOW)
-
-    def observe(self, value: float) -> None:
-        self.count += 1
-        self.sum += value
-        self.window.append(value)
-
-    def observe_all(self, values: Sequence[float]) -> None:
-        """Many observations at once (a batch): one call instead of one per message."""
-        self.count += len(values)
-        self.sum += sum(values)
-        self.window.extend(values)
-
-    def snapshot(self) -> tuple[int, float, list[float]]:
-        with self._lock:
-            return self.count, self.sum, list(self.window)
-
-
-def _quantiles(window: list[float]) -> Iterator[float]:
-    if not window:
-        # edgeHub reports NaN when nothing was observed lately.
-        yield from (math.nan for _ in QUANTILES)
-        return
-    ordered = sorted(window)
-    last = len(ordered) - 1
-    for q in QUANTILES:
-        yield ordered[min(last, int(q * len(ordered)))]
-
-
-class _WithCommonLabels:
-    """The exposed collector: every metric of ``inner`` with the common labels added."""
-
-    def __init__(self, inner: CollectorRegistry) -> None:
-        self._inner = inner
-
-    def collect(self) -> Iterable[Metric]:
-        common = dict(_common)
-        for family in self._inner.collect():
-            metric = Metric(family.name, family.documentation, family.type, family.unit)
-            metric.samples = [
-                Sample(s.name, {**common, **s.labels}, s.value, s.timestamp, s.exemplar)
-                for s in family.samples
-            ]
-            yield metric
-
-
-INNER: Final = CollectorRegistry(auto_describe=True)
-"""The metrics as defined (no common labels): what tests read with ``sample_value``."""
-REGISTRY: Final = CollectorRegistry(auto_describe=False)
-"""What /metrics serves."""
-REGISTRY.register(_WithCommonLabels(INNER))
+INNER: Final = Registry()
+"""The metrics as defined (no common labels): what tests read with ``sample_value``; /metrics
+shows them with the common labels added."""
 
 
 def exposition() -> tuple[bytes, str]:
     """The body and content type of a /metrics answer (Prometheus text format 0.0.4)."""
-    return prometheus_client.generate_latest(REGISTRY), prometheus_client.CONTENT_TYPE_LATEST
+    return _exposition(INNER.collect(), dict(_common)), CONTENT_TYPE
 
 
 def sample_value(name: str, labels: dict[str, str] | None = None) -> float:
@@ -279,7 +175,7 @@ _DEVICE: Final = SystemProperty.CONNECTION_DEVICE_ID
 _MODULE: Final = SystemProperty.CONNECTION_MODULE_ID
 _OUTPUT: Final = SystemProperty.OUTPUT_NAME
 
-_received_children: dict[tuple[str, str], tuple[prometheus_client.metrics.Counter, SummaryChild]] = {}
+_received_children: dict[tuple[str, str], tuple[CounterChild, SummaryChild]] = {}
 
 
 def sender_of(message: Message) -> tuple[str, str]:
@@ -343,7 +239,7 @@ class SentRecorder:
     def __init__(self, endpoint: str) -> None:
         self._to, self._to_input = endpoint_target(endpoint)
         self._children: dict[tuple[str, str, int], tuple[
-            prometheus_client.metrics.Counter, SummaryChild, SummaryChild]] = {}
+            CounterChild, SummaryChild, SummaryChild]] = {}
 
     def record(self, priority: int, messages: Sequence[Message], send_seconds: float, now_ms: int) -> None:
         """``messages`` were confirmed by the endpoint after ``send_seconds``; one increment per

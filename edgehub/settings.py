@@ -3,37 +3,40 @@ docs/architecture.md §4).
 
 Owns every variable's name, default, meaning and check; must not open sockets or stores, create
 folders or read the config file (edgehub.config_file does that), only check that named files exist.
+Plain dataclasses over edgehub.settings_fields: no pydantic, so a small device does not pay for it.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from enum import Enum, StrEnum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, get_args
-
-from pydantic import (
-    AfterValidator,
-    AliasChoices,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainValidator,
-    ValidationError,
-    model_validator,
-)
-from pydantic.fields import FieldInfo
-from pydantic_core import ErrorDetails
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
-from pydantic_settings.sources.utils import parse_env_vars
+from typing import Any, Final, Literal, cast, get_args
 
 from edgehub.config_file import identity_id_problem
 from edgehub.connection_string import ConnectionString, hostname_problem
-from edgehub.errors import ConfigError
+from edgehub.settings_env import describe, load
+from edgehub.settings_fields import (
+    Problem,
+    as_bool,
+    as_float,
+    as_int,
+    as_path,
+    as_text,
+    choice,
+    existing_file,
+    group,
+    parse_fields,
+    port,
+    positive,
+    positive_seconds,
+    refuse,
+    setting,
+    then,
+)
 
 MQTT_MAX_PACKET_BYTES: Final = 268_435_455
 """[MQTT-2.2.3] the largest Remaining Length; no message can be bigger on the MQTT head."""
@@ -49,11 +52,6 @@ ENV_ALIASES: Final = {
     "EdgeHubHostName": ("EdgeDeviceHostName",),
 }
 """Each setting's other names: the first name set wins, in this order (the setting's own name first)."""
-
-
-def _names(variable: str) -> AliasChoices:
-    """The ``validation_alias`` of a setting with IoT Edge aliases (ENV_ALIASES)."""
-    return AliasChoices(variable, *ENV_ALIASES.get(variable, ()))
 
 
 # --- enumerations (case-insensitive; edgeHub's spellings accepted) ---------------------------------
@@ -74,6 +72,16 @@ class UpstreamProtocol(StrEnum):
     MQTT_WS = "MqttWs"
     AMQP = "Amqp"
     AMQP_WS = "AmqpWs"
+
+
+class ConfigSource(StrEnum):
+    """``configSource`` (edgeHub's name): where the routes and store-and-forward settings come from."""
+
+    TWIN = "twin"
+    """The hub's own module twin upstream, when its desired properties carry them (cached for
+    offline starts); else the config file."""
+    LOCAL = "local"
+    """The config file only."""
 
 
 StoreBackend = Literal["auto", "rocksdb", "sqlite"]
@@ -115,54 +123,13 @@ _LOG_LEVEL_ALIASES: Final = {
 }
 
 
-def _choice(values: Iterable[str], aliases: Mapping[str, str] | None = None) -> BeforeValidator:
-    """Case-insensitive parsing of an enumeration, refusing anything else with the allowed values."""
-    canonical = list(values)
-    by_name = {value.lower(): value for value in canonical} | dict(aliases or {})
-
-    def parse(value: object) -> object:
-        if isinstance(value, str) and (known := by_name.get(value.strip().lower())) is not None:
-            return known
-        raise ValueError(f"must be one of {', '.join(canonical)}")
-
-    return BeforeValidator(parse)
-
-
-# --- value checks ---------------------------------------------------------------------------------
-
-
-def _port(value: int) -> int:
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a port number between 0 and 65535")
-    return value
-
-
-def _positive(value: int) -> int:
-    if value < 1:
-        raise ValueError("must be a positive whole number")
-    return value
-
-
-def _positive_seconds(value: float) -> float:
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError("must be a positive number of seconds")
-    return value
+# --- value checks of this hub's settings -----------------------------------------------------------
 
 
 def _message_size(value: int) -> int:
     if not 1 <= value <= MQTT_MAX_PACKET_BYTES:
         raise ValueError(f"must be between 1 and {MQTT_MAX_PACKET_BYTES} (the largest MQTT packet)")
     return value
-
-
-def _existing_file(path: Path) -> Path:
-    if not path.exists():
-        raise ValueError("no such file")
-    if not path.is_file():
-        raise ValueError("not a regular file")
-    if not os.access(path, os.R_OK):
-        raise ValueError("the file is not readable")
-    return path
 
 
 def _storage_folder(path: Path) -> Path:
@@ -190,320 +157,245 @@ def _device_id(text: str) -> str:
     return text
 
 
-Port = Annotated[int, AfterValidator(_port)]
-PositiveInt = Annotated[int, AfterValidator(_positive)]
-PositiveSeconds = Annotated[float, AfterValidator(_positive_seconds)]
-ExistingFile = Annotated[Path, AfterValidator(_existing_file)]
-HostName = Annotated[str, AfterValidator(_hostname)]
-
-
-# --- the hub's upstream identity ------------------------------------------------------------------
-
-
-def _connection_string(value: object) -> ConnectionString | None:
-    if value is None or isinstance(value, ConnectionString):
+def _connection_string(value: object) -> ConnectionString:
+    if isinstance(value, ConnectionString):
         return value
     if isinstance(value, str):
         return ConnectionString.parse(value)
     raise ValueError("must be a connection string")
 
 
-def _default_iothub_hostname(validated: dict[str, Any]) -> str:
-    connection = validated.get("connection_string")
-    return connection.hostname if isinstance(connection, ConnectionString) else "localhost"
+def _at_least_one(value: int) -> int:
+    if value < 1:
+        raise ValueError("must be greater than or equal to 1")
+    return value
 
 
-def _default_edge_device_id(validated: dict[str, Any]) -> str:
-    connection = validated.get("connection_string")
-    return connection.device_id if isinstance(connection, ConnectionString) else "edge"
+PORT: Final = then(as_int, port)
+POSITIVE: Final = then(as_int, positive)
+SECONDS: Final = then(as_float, positive_seconds)
+FILE: Final = then(as_path, existing_file)
+HOST_NAME: Final = then(as_text, _hostname)
+DEVICE_ID: Final = then(as_text, _device_id)
+HEAD_ENABLED: Final = "a disabled head is neither imported nor bound"
+
+_DERIVED: Final[Any] = None
+"""Default of a setting computed from others at construction (``IotHubHostName``, ``EdgeDeviceId``)."""
 
 
 # --- the settings ---------------------------------------------------------------------------------
 
-_GROUP_CONFIG: Final = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True)
 
-
-def _shown(default: str) -> dict[str, Any]:
-    """How ``describe_settings`` shows a default that is computed or platform-dependent."""
-    return {"shown_default": default}
-
-
-class MqttSettings(BaseModel):
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
     """The MQTT head (``mqttSettings__*``)."""
 
-    model_config = _GROUP_CONFIG
-
-    enabled: bool = Field(
-        default=True, validation_alias="enabled", description="a disabled head is neither imported nor bound"
+    enabled: bool = setting(True, "enabled", HEAD_ENABLED, as_bool)
+    port: int = setting(8883, "port", "MQTT over TLS port (0 = the OS picks a free one)", PORT)
+    plain_port: int = setting(0, "plainPort", "plaintext MQTT port for loopback/dev; 0 = off", PORT)
+    generic_topics: bool = setting(
+        False, "genericTopics",
+        "plain MQTT pub/sub between local clients on topics outside the IoT Hub scheme", as_bool,
     )
-    port: Port = Field(
-        default=8883, validation_alias="port", description="MQTT over TLS port (0 = the OS picks a free one)"
+    allow_anonymous: bool = setting(
+        False, "allowAnonymous",
+        "with genericTopics: clients without credentials may connect (ACLs still apply)", as_bool,
     )
-    plain_port: Port = Field(
-        default=0, validation_alias="plainPort", description="plaintext MQTT port for loopback/dev; 0 = off"
-    )
-    generic_topics: bool = Field(
-        default=False,
-        validation_alias="genericTopics",
-        description="plain MQTT pub/sub between local clients on topics outside the IoT Hub scheme",
-    )
-    allow_anonymous: bool = Field(
-        default=False,
-        validation_alias="allowAnonymous",
-        description="with genericTopics: clients without credentials may connect (ACLs still apply)",
-    )
-    max_queued_messages_per_session: int = Field(
-        default=1000,
-        ge=1,
-        validation_alias="maxQueuedMessagesPerSession",
-        description="generic QoS 1/2 messages kept for an offline persistent session (oldest dropped beyond)",
+    max_queued_messages_per_session: int = setting(
+        100_000, "maxQueuedMessagesPerSession",
+        "generic QoS 1/2 messages kept for an offline persistent session (oldest dropped beyond)",
+        then(as_int, _at_least_one),
     )
 
+    def __post_init__(self) -> None:
+        refuse(parse_fields(self))
 
-class AmqpSettings(BaseModel):
+
+@dataclass(frozen=True, slots=True)
+class AmqpSettings:
     """The AMQP head (``amqpSettings__*``)."""
 
-    model_config = _GROUP_CONFIG
+    enabled: bool = setting(True, "enabled", HEAD_ENABLED, as_bool)
+    port: int = setting(5671, "port", "AMQPS port (0 = the OS picks a free one)", PORT)
 
-    enabled: bool = Field(
-        default=True, validation_alias="enabled", description="a disabled head is neither imported nor bound"
-    )
-    port: Port = Field(
-        default=5671, validation_alias="port", description="AMQPS port (0 = the OS picks a free one)"
-    )
+    def __post_init__(self) -> None:
+        refuse(parse_fields(self))
 
 
-class HttpSettings(BaseModel):
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
     """The HTTP head (``httpSettings__*``): REST, WebSocket (``mqtt``, ``AMQPWSB10``) and health."""
 
-    model_config = _GROUP_CONFIG
-
-    enabled: bool = Field(
-        default=True, validation_alias="enabled", description="a disabled head is neither imported nor bound"
-    )
-    port: Port = Field(
-        default=443,
-        validation_alias="port",
-        description="HTTPS port: REST and WebSocket at /$iothub/websocket (0 = the OS picks a free one)",
+    enabled: bool = setting(True, "enabled", HEAD_ENABLED, as_bool)
+    port: int = setting(
+        443, "port", "HTTPS port: REST and WebSocket at /$iothub/websocket (0 = the OS picks a free one)",
+        PORT,
     )
 
+    def __post_init__(self) -> None:
+        refuse(parse_fields(self))
 
-class Settings(BaseSettings):
+
+@dataclass(frozen=True, slots=True)
+class Settings:
     """Every environment setting of the hub, validated; build it with ``load_settings``.
 
     ``Settings()`` and ``Settings(field=value)`` never read the environment, so tests get the
     documented defaults; ``load_settings(environ)`` is the one way in from environment variables.
+    Every value is checked at construction (ConfigError naming each problem); text is parsed as
+    the environment's would be.
     """
 
-    model_config = SettingsConfigDict(
-        case_sensitive=False,
-        env_nested_delimiter="__",
-        env_ignore_empty=True,
-        extra="ignore",
-        frozen=True,
-        validate_by_name=True,
-        validate_by_alias=True,
+    mqtt: MqttSettings = group(MqttSettings, "mqttSettings")
+    amqp: AmqpSettings = group(AmqpSettings, "amqpSettings")
+    http: HttpSettings = group(HttpSettings, "httpSettings")
+    metrics_port: int = setting(
+        9600, "Metrics__Listener__Port", "Prometheus /metrics, plain HTTP; 0 = off", PORT
     )
-
-    mqtt: MqttSettings = Field(default=MqttSettings(), validation_alias="mqttSettings")
-    amqp: AmqpSettings = Field(default=AmqpSettings(), validation_alias="amqpSettings")
-    http: HttpSettings = Field(default=HttpSettings(), validation_alias="httpSettings")
-    metrics_port: Port = Field(
-        default=9600,
-        validation_alias="Metrics__Listener__Port",
-        description="Prometheus /metrics, plain HTTP; 0 = off",
+    optimize_for_performance: bool = setting(
+        True, "OptimizeForPerformance", "false = low-memory mode (docs/architecture.md §6)", as_bool
     )
-    optimize_for_performance: bool = Field(
-        default=True,
-        validation_alias="OptimizeForPerformance",
-        description="false = low-memory mode (docs/architecture.md §6)",
+    storage_folder: Path = setting(
+        Path("data"), "StorageFolder", "store location; keep it on a mounted volume",
+        then(as_path, _storage_folder), shown="./data (container: /data)",
     )
-    storage_folder: Annotated[Path, AfterValidator(_storage_folder)] = Field(
-        default=Path("data"),
-        validation_alias="StorageFolder",
-        description="store location; keep it on a mounted volume",
-        json_schema_extra=_shown("./data (container: /data)"),
+    store_backend: StoreBackend = setting(
+        "auto", "storeBackend", "rocksdb, sqlite, or auto (rocksdb if importable)",
+        choice(get_args(StoreBackend)),
     )
-    store_backend: Annotated[StoreBackend, _choice(get_args(StoreBackend))] = Field(
-        default="auto",
-        validation_alias="storeBackend",
-        description="rocksdb, sqlite, or auto (rocksdb if importable)",
+    store_sync_writes: bool = setting(False, "storeSyncWrites", "fsync once per group-commit batch", as_bool)
+    store_recovery: StoreRecovery = setting(
+        "fail", "storeRecovery",
+        "fail = exit if the store cannot be opened; quarantine = move it aside and start empty",
+        choice(get_args(StoreRecovery)),
     )
-    store_sync_writes: bool = Field(
-        default=False, validation_alias="storeSyncWrites", description="fsync once per group-commit batch"
+    upstream_protocol: UpstreamProtocol = setting(
+        UpstreamProtocol.AMQP, "UpstreamProtocol", "Mqtt, MqttWs, Amqp or AmqpWs (Amqp falls back to AmqpWs)",
+        choice(UpstreamProtocol),
     )
-    store_recovery: Annotated[StoreRecovery, _choice(get_args(StoreRecovery))] = Field(
-        default="fail",
-        validation_alias="storeRecovery",
-        description="fail = exit if the store cannot be opened; quarantine = move it aside and start empty",
+    connection_string: ConnectionString | None = setting(
+        None, CONNECTION_STRING_VARIABLE,
+        "HostName=host[:port];DeviceId=…;ModuleId=$edgeHub;SharedAccessKey=…: the hub's identity "
+        "upstream; without it the hub runs standalone (no $upstream delivery, messages wait)",
+        _connection_string, secret=True,
     )
-    upstream_protocol: Annotated[UpstreamProtocol, _choice(UpstreamProtocol)] = Field(
-        default=UpstreamProtocol.AMQP,
-        validation_alias="UpstreamProtocol",
-        description="Mqtt, MqttWs, Amqp or AmqpWs (Amqp falls back to AmqpWs)",
+    iothub_hostname: str = setting(
+        _DERIVED, "IotHubHostName", "the hub name in usernames and in SAS sr", HOST_NAME,
+        shown="HostName of EdgeHubConnectionString, else localhost",
     )
-    connection_string: Annotated[ConnectionString | None, PlainValidator(_connection_string)] = Field(
-        default=None,
-        validation_alias=_names(CONNECTION_STRING_VARIABLE),
-        description=(
-            "HostName=host[:port];DeviceId=…;ModuleId=$edgeHub;SharedAccessKey=…: the hub's identity "
-            "upstream; without it the hub runs standalone (no $upstream delivery, messages wait)"
-        ),
+    edge_device_id: str = setting(
+        _DERIVED, "EdgeDeviceId", "the device the local modules belong to", DEVICE_ID,
+        shown="DeviceId of EdgeHubConnectionString, else edge",
     )
-    iothub_hostname: HostName = Field(
-        default_factory=_default_iothub_hostname,
-        validation_alias=_names("IotHubHostName"),
-        description="the hub name in usernames and in SAS sr",
-        json_schema_extra=_shown("HostName of EdgeHubConnectionString, else localhost"),
+    edgehub_hostname: str = setting(
+        "localhost", "EdgeHubHostName", "name in the dev server certificate; SAS sr may use it too", HOST_NAME
     )
-    edge_device_id: Annotated[str, AfterValidator(_device_id)] = Field(
-        default_factory=_default_edge_device_id,
-        validation_alias=_names("EdgeDeviceId"),
-        description="the device the local modules belong to",
-        json_schema_extra=_shown("DeviceId of EdgeHubConnectionString, else edge"),
+    gateway_hostname: str | None = setting(
+        None, "GatewayHostName", "parent hub for nested deployments (upstream connects there)", HOST_NAME
     )
-    edgehub_hostname: HostName = Field(
-        default="localhost",
-        validation_alias=_names("EdgeHubHostName"),
-        description="name in the dev server certificate; SAS sr may use it too",
+    upstream_tls: bool = setting(True, "UpstreamTls", "false = plaintext upstream (a test broker)", as_bool)
+    upstream_ca_file: Path | None = setting(
+        None, "UpstreamCaFile", "extra CA (PEM) to trust for the upstream", FILE, shown="system CAs"
     )
-    gateway_hostname: HostName | None = Field(
-        default=None,
-        validation_alias=_names("GatewayHostName"),
-        description="parent hub for nested deployments (upstream connects there)",
+    server_certificate_file: Path | None = setting(
+        None, "ServerCertificateFile",
+        "server certificate chain (PEM) for every TLS port; without it a dev CA and server "
+        "certificate are generated under {StorageFolder}/certs",
+        FILE,
     )
-    upstream_tls: bool = Field(
-        default=True, validation_alias="UpstreamTls", description="false = plaintext upstream (a test broker)"
+    server_private_key_file: Path | None = setting(
+        None, "ServerPrivateKeyFile", "private key (PEM) of ServerCertificateFile", FILE
     )
-    upstream_ca_file: ExistingFile | None = Field(
-        default=None,
-        validation_alias="UpstreamCaFile",
-        description="extra CA (PEM) to trust for the upstream",
-        json_schema_extra=_shown("system CAs"),
+    trust_bundle_file: Path | None = setting(
+        None, "TrustBundleFile", "CAs (PEM) trusted for X.509 client certificates", FILE
     )
-    server_certificate_file: ExistingFile | None = Field(
-        default=None,
-        validation_alias="ServerCertificateFile",
-        description=(
-            "server certificate chain (PEM) for every TLS port; without it a dev CA and server "
-            "certificate are generated under {StorageFolder}/certs"
-        ),
+    client_cert_auth_enabled: bool = setting(
+        False, "ClientCertAuthEnabled", "accept X.509 client certificates", as_bool
     )
-    server_private_key_file: ExistingFile | None = Field(
-        default=None,
-        validation_alias="ServerPrivateKeyFile",
-        description="private key (PEM) of ServerCertificateFile",
+    max_upstream_batch_size: int = setting(
+        100, "MaxUpstreamBatchSize", "messages per upstream send (edgeHub: 10)", POSITIVE
     )
-    trust_bundle_file: ExistingFile | None = Field(
-        default=None,
-        validation_alias="TrustBundleFile",
-        description="CAs (PEM) trusted for X.509 client certificates",
-    )
-    client_cert_auth_enabled: bool = Field(
-        default=False,
-        validation_alias="ClientCertAuthEnabled",
-        description="accept X.509 client certificates",
-    )
-    max_upstream_batch_size: PositiveInt = Field(
-        default=100,
-        validation_alias="MaxUpstreamBatchSize",
-        description="messages per upstream send (edgeHub: 10)",
-    )
-    upstream_fan_out_factor: PositiveInt = Field(
-        default=10, validation_alias="UpstreamFanOutFactor", description="concurrent upstream sends"
-    )
-    upstream_identity_mode: Annotated[UpstreamIdentityMode, _choice(UpstreamIdentityMode)] = Field(
-        default=UpstreamIdentityMode.AUTO,
-        validation_alias="UpstreamIdentityMode",
-        description="perIdentity: a connection per sender; multiplexed: every sender on the hub's own; "
+    upstream_fan_out_factor: int = setting(10, "UpstreamFanOutFactor", "concurrent upstream sends", POSITIVE)
+    upstream_identity_mode: UpstreamIdentityMode = setting(
+        UpstreamIdentityMode.AUTO, "UpstreamIdentityMode",
+        "perIdentity: a connection per sender; multiplexed: every sender on the hub's own; "
         "auto: perIdentity toward an Azure IoT Hub host, multiplexed toward a parent edge hub or broker",
+        choice(UpstreamIdentityMode),
     )
-    cloud_connection_idle_timeout_secs: PositiveSeconds = Field(
-        default=3600,
-        validation_alias="CloudConnectionIdleTimeoutSecs",
-        description="a per-identity upstream connection idle this long closes",
+    config_source: ConfigSource = setting(
+        ConfigSource.TWIN, "configSource",
+        "twin: routes and storeAndForwardConfiguration from the hub's own twin upstream when it has them "
+        "(else the config file); local: the config file only",
+        choice(ConfigSource),
     )
-    message_ack_timeout_secs: PositiveSeconds = Field(
-        default=30,
-        validation_alias="MessageAckTimeoutSecs",
-        description="how long to wait for a destination's ack",
+    device_scope_cache_refresh_rate_secs: float = setting(
+        3600.0, "DeviceScopeCacheRefreshRateSecs",
+        "toward an Azure IoT Hub: how often the identities in the device's scope are read again", SECONDS,
     )
-    message_cleanup_interval_secs: PositiveSeconds = Field(
-        default=5,
-        validation_alias="MessageCleanupIntervalSecs",
-        description="how often expired messages are removed (edgeHub: 1800)",
+    cloud_connection_idle_timeout_secs: float = setting(
+        3600.0, "CloudConnectionIdleTimeoutSecs", "a per-identity upstream connection idle this long closes",
+        SECONDS,
     )
-    max_message_size_bytes: Annotated[int, AfterValidator(_message_size)] = Field(
-        default=262_144, validation_alias="maxMessageSizeBytes", description="largest accepted message body"
+    message_ack_timeout_secs: float = setting(
+        30.0, "MessageAckTimeoutSecs", "how long to wait for a destination's ack", SECONDS
     )
-    max_connected_clients: PositiveInt = Field(
-        default=1000,
-        validation_alias="MaxConnectedClients",
-        description="connections beyond this are refused",
+    message_cleanup_interval_secs: float = setting(
+        5.0, "MessageCleanupIntervalSecs", "how often expired messages are removed (edgeHub: 1800)", SECONDS
     )
-    log_level: Annotated[LogLevel, _choice(LogLevel, _LOG_LEVEL_ALIASES)] = Field(
-        default=LogLevel.INFO,
-        validation_alias="RuntimeLogLevel",
-        description="debug, info, warning or error (edgeHub's verbose/information/warn/fatal too)",
+    max_message_size_bytes: int = setting(
+        262_144, "maxMessageSizeBytes", "largest accepted message body", then(as_int, _message_size)
     )
-    workload_uri: Annotated[str, AfterValidator(_workload_uri)] | None = Field(
-        default=None,
-        validation_alias="IOTEDGE_WORKLOADURI",
-        description=(
-            "the IoT Edge workload API (unix:///var/run/iotedge/workload.sock, set by edgeAgent): "
-            "signs the upstream SAS tokens and issues the server certificate"
-        ),
+    max_connected_clients: int = setting(
+        1000, "MaxConnectedClients", "connections beyond this are refused", POSITIVE
     )
-    workload_api_version: str = Field(
-        default="2019-01-30",
-        validation_alias="IOTEDGE_APIVERSION",
-        description="api-version of the workload API calls (set by edgeAgent)",
+    log_level: LogLevel = setting(
+        LogLevel.INFO, "RuntimeLogLevel",
+        "debug, info, warning or error (edgeHub's verbose/information/warn/fatal too)",
+        choice(LogLevel, _LOG_LEVEL_ALIASES),
     )
-    module_id: Annotated[str, AfterValidator(_device_id)] = Field(
-        default="$edgeHub",
-        validation_alias="IOTEDGE_MODULEID",
-        description="the hub's module identity with the workload API (set by edgeAgent)",
+    workload_uri: str | None = setting(
+        None, "IOTEDGE_WORKLOADURI",
+        "the IoT Edge workload API (unix:///var/run/iotedge/workload.sock, set by edgeAgent): "
+        "signs the upstream SAS tokens and issues the server certificate",
+        then(as_text, _workload_uri),
     )
-    module_generation_id: str | None = Field(
-        default=None,
-        validation_alias="IOTEDGE_MODULEGENERATIONID",
-        description="generation id of the hub's module identity; required with IOTEDGE_WORKLOADURI",
+    workload_api_version: str = setting(
+        "2019-01-30", "IOTEDGE_APIVERSION", "api-version of the workload API calls (set by edgeAgent)",
+        as_text,
+    )
+    module_id: str = setting(
+        "$edgeHub", "IOTEDGE_MODULEID", "the hub's module identity with the workload API (set by edgeAgent)",
+        DEVICE_ID,
+    )
+    module_generation_id: str | None = setting(
+        None, "IOTEDGE_MODULEGENERATIONID",
+        "generation id of the hub's module identity; required with IOTEDGE_WORKLOADURI", as_text,
     )
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Only explicit arguments: the environment comes in through ``load_settings``."""
-        return (init_settings,)
-
-    @model_validator(mode="after")
-    def _check_combinations(self) -> Settings:
-        """Checks across fields; runs only once every field is valid, raises ConfigError."""
-        problems = [*_certificate_pair_problems(self), *_port_clash_problems(self), *_workload_problems(self)]
-        if problems:
-            raise ConfigError(problems)
-        return self
+    def __post_init__(self) -> None:
+        refuse(parse_fields(self))
+        connection = self.connection_string
+        if cast("str | None", self.iothub_hostname) is None:
+            object.__setattr__(self, "iothub_hostname", connection.hostname if connection else "localhost")
+        if cast("str | None", self.edge_device_id) is None:
+            object.__setattr__(self, "edge_device_id", connection.device_id if connection else "edge")
+        # Checks across fields run only once every field is valid.
+        refuse([*_certificate_pair_problems(self), *_port_clash_problems(self), *_workload_problems(self)])
 
 
-def _certificate_pair_problems(settings: Settings) -> Iterator[tuple[str, str]]:
+def _certificate_pair_problems(settings: Settings) -> Iterator[Problem]:
     if settings.server_certificate_file is not None and settings.server_private_key_file is None:
         yield "ServerPrivateKeyFile", "required when ServerCertificateFile is set"
     if settings.server_private_key_file is not None and settings.server_certificate_file is None:
         yield "ServerCertificateFile", "required when ServerPrivateKeyFile is set"
 
 
-def _workload_problems(settings: Settings) -> Iterator[tuple[str, str]]:
+def _workload_problems(settings: Settings) -> Iterator[Problem]:
     if settings.workload_uri is not None and not settings.module_generation_id:
         yield "IOTEDGE_MODULEGENERATIONID", "required when IOTEDGE_WORKLOADURI is set"
 
 
-def _port_clash_problems(settings: Settings) -> Iterator[tuple[str, str]]:
+def _port_clash_problems(settings: Settings) -> Iterator[Problem]:
     listeners = [
         ("mqttSettings__port", settings.mqtt.port, settings.mqtt.enabled),
         ("mqttSettings__plainPort", settings.mqtt.plain_port, settings.mqtt.enabled),
@@ -512,197 +404,27 @@ def _port_clash_problems(settings: Settings) -> Iterator[tuple[str, str]]:
         ("Metrics__Listener__Port", settings.metrics_port, True),
     ]
     owner: dict[int, str] = {}
-    for variable, port, enabled in listeners:
-        if not enabled or port == 0:
+    for variable, number, enabled in listeners:
+        if not enabled or number == 0:
             continue
-        if port in owner:
-            yield variable, f"port {port} is already used by {owner[port]}"
+        if number in owner:
+            yield variable, f"port {number} is already used by {owner[number]}"
         else:
-            owner[port] = variable
+            owner[number] = variable
 
 
-# --- loading from the environment -----------------------------------------------------------------
-
-
-class _EnvironmentSource(EnvSettingsSource):
-    """pydantic-settings' env source over a given mapping, with .NET's ``:`` accepted for ``__``."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        groups = {_env_name(info, name).lower() for name, info in _groups()}
-        self._environ = {
-            name.replace(":", "__"): value
-            for name, value in environ.items()
-            if name.lower() not in groups  # reported by _whole_group_problems, not parsed as JSON
-        }
-        super().__init__(Settings)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        # Overrides the os.environ read of EnvSettingsSource; matching stays pydantic-settings'.
-        return parse_env_vars(
-            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
-        )
+# --- loading from the environment, and the documentation ------------------------------------------
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from ``environ`` (None = ``os.environ``); raises ConfigError listing every problem."""
-    environ = os.environ if environ is None else environ
-    problems = list(_whole_group_problems(environ))
-    try:
-        settings = Settings.model_validate(_EnvironmentSource(environ)())
-    except ValidationError as exc:
-        problems.extend(
-            _as_given(_problem(error), environ)
-            for error in exc.errors() if error["type"] != "default_factory_not_called"
-        )
-        raise ConfigError(problems) from None
-    except ConfigError as exc:
-        raise ConfigError(problems + [_as_given(problem, environ) for problem in exc.problems]) from None
-    if problems:
-        raise ConfigError(problems)
-    return settings
+    """Settings from ``environ`` (None = ``os.environ``); raises ConfigError listing every problem.
 
-
-def _as_given(problem: tuple[str, str], environ: Mapping[str, str]) -> tuple[str, str]:
-    """A problem of a setting named as the user set it: ``IOTEDGE_DEVICEID`` rather than
-    ``EdgeDeviceId`` when only the alias is in the environment."""
-    location, reason = problem
-    aliases = ENV_ALIASES.get(location)
-    if not aliases:
-        return problem
-    present = {name.lower() for name, value in environ.items() if value}
-    if location.lower() in present:
-        return problem
-    given = next((alias for alias in aliases if alias.lower() in present), location)
-    return given, reason
-
-
-def _whole_group_problems(environ: Mapping[str, str]) -> Iterator[tuple[str, str]]:
-    """A group name set on its own (``mqttSettings=…``) is not a setting; say which ones are."""
-    groups = {_env_name(info, name).lower(): (name, info) for name, info in _groups()}
-    for variable in environ:
-        if (group := groups.get(variable.lower())) is not None:
-            yield variable, f"set the individual settings instead: {', '.join(_group_variables(*group))}"
-
-
-def _groups() -> Iterator[tuple[str, FieldInfo]]:
-    for name, info in Settings.model_fields.items():
-        if _group_model(info) is not None:
-            yield name, info
-
-
-def _group_model(info: FieldInfo) -> type[BaseModel] | None:
-    annotation = info.annotation
-    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-
-
-def _group_variables(name: str, info: FieldInfo) -> list[str]:
-    """``mqttSettings__enabled``, ``mqttSettings__port``... for a group field (empty for others)."""
-    model = _group_model(info)
-    prefix = _env_name(info, name)
-    fields = model.model_fields.items() if model is not None else ()
-    return [f"{prefix}__{_env_name(inner, inner_name)}" for inner_name, inner in fields]
-
-
-def _env_name(info: FieldInfo, name: str) -> str:
-    alias = info.validation_alias
-    if isinstance(alias, AliasChoices) and isinstance(first := alias.choices[0], str):
-        return first
-    return alias if isinstance(alias, str) else name
-
-
-def _field_for(model: type[BaseModel], key: object) -> tuple[str, FieldInfo] | None:
-    text = str(key).lower()
-    for name, info in model.model_fields.items():
-        if text in (name.lower(), _env_name(info, name).lower()):
-            return name, info
-    return None
-
-
-_SECRET_VARIABLES: Final = frozenset({CONNECTION_STRING_VARIABLE, *ENV_ALIASES[CONNECTION_STRING_VARIABLE]})
-
-_TYPE_REASONS: Final = {
-    "int_parsing": "must be a whole number",
-    "int_type": "must be a whole number",
-    "int_from_float": "must be a whole number",
-    "float_parsing": "must be a number",
-    "float_type": "must be a number",
-    "bool_parsing": "must be true or false",
-    "bool_type": "must be true or false",
-    "path_type": "must be a path",
-    "string_type": "must be text",
-}
-
-
-def _problem(error: ErrorDetails) -> tuple[str, str]:
-    """One pydantic error as (the variable as the docs spell it, a sentence a user can act on)."""
-    location, known = _locate(error["loc"])
-    if error["type"] == "extra_forbidden":
-        return location, f"unknown setting (known: {', '.join(known)})"
-    if error["type"] == "value_error":
-        reason = str(error.get("ctx", {}).get("error", error["msg"]))
-    else:
-        reason = _TYPE_REASONS.get(error["type"], error["msg"])
-    shown_input = error["input"]
-    if location not in _SECRET_VARIABLES and isinstance(shown_input, str):
-        reason = f"{reason} (got {shown_input!r})"
-    return location, reason
-
-
-def _locate(loc: tuple[int | str, ...]) -> tuple[str, list[str]]:
-    """The variable name for a pydantic location, and the known names beside it."""
-    found = _field_for(Settings, loc[0]) if loc else None
-    if found is None:
-        return ".".join(map(str, loc)), []
-    name, info = found
-    outer = _env_name(info, name)
-    model = _group_model(info)
-    if model is None or len(loc) < 2:
-        return outer, []
-    inner = _field_for(model, loc[1])
-    inner_name = _env_name(inner[1], inner[0]) if inner else str(loc[1])
-    return f"{outer}__{inner_name}", _group_variables(name, info)
-
-
-# --- documentation --------------------------------------------------------------------------------
+    Names are case-insensitive, ``__`` (or .NET's ``:``) nests into a group, an empty value means
+    the default, and variables that name no setting are ignored (unknown ones inside a group are not).
+    """
+    return load(Settings, os.environ if environ is None else environ, ENV_ALIASES)
 
 
 def describe_settings() -> list[tuple[str, str, str]]:
     """``(variable, default, meaning)`` for every setting, in declaration order (the README table)."""
-    rows: list[tuple[str, str, str]] = []
-    for name, info in Settings.model_fields.items():
-        model = _group_model(info)
-        if model is None:
-            variable = _env_name(info, name)
-            also = ENV_ALIASES.get(variable, ())
-            meaning = (info.description or "") + (f" (also read as {', '.join(also)})" if also else "")
-            rows.append((variable, _shown_default(info), meaning))
-            continue
-        prefix = _env_name(info, name)
-        rows.extend(
-            (f"{prefix}__{_env_name(inner, inner_name)}", _shown_default(inner), inner.description or "")
-            for inner_name, inner in model.model_fields.items()
-        )
-    return rows
-
-
-def _shown_default(info: FieldInfo) -> str:
-    extra = info.json_schema_extra
-    if isinstance(extra, dict) and isinstance(shown := extra.get("shown_default"), str):
-        return shown
-    return _format_default(info.get_default(call_default_factory=False))
-
-
-_FORMATTERS: Final[list[tuple[type, Callable[[Any], str]]]] = [
-    (bool, lambda value: "true" if value else "false"),
-    (Enum, lambda value: str(value.value)),
-    (float, lambda value: f"{value:g}"),
-]
-
-
-def _format_default(value: object) -> str:
-    if value is None:
-        return "—"
-    for kind, format_value in _FORMATTERS:
-        if isinstance(value, kind):
-            return format_value(value)
-    return str(value)
+    return describe(Settings, ENV_ALIASES)

@@ -1,7 +1,9 @@
 """TLS for every server port: the server context, certificate file checks, and the dev CA.
 
 Synchronous and loop-free (the hub calls it at start-up); it never decides who a client is
-(edgehub.auth does, from ``client_certificate_chain``).
+(edgehub.auth does, from ``client_certificate_chain``). Standard library only: existing dev
+certificates are reused without cryptography, which edgehub.certificates imports only when a
+certificate must be issued or parsed.
 """
 
 from __future__ import annotations
@@ -10,21 +12,18 @@ import _ssl
 import ipaddress
 import logging
 import os
+import re
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from typing import TYPE_CHECKING, Any, Final
 
 from edgehub.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,18 @@ _KEY_MODE: Final = 0o600
 _CERT_MODE: Final = 0o644
 
 _IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_Pair = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
+_cpython_decoder: Callable[[str], dict[str, Any]] | None = getattr(_ssl, "_test_decode_cert", None)
+"""CPython's own PEM-file decoder (what getpeercert() returns): private, so cryptography serves
+where it is missing (other interpreters, a future CPython)."""
+
+
+def _decode_certificate_file(path: str) -> dict[str, Any]:
+    if _cpython_decoder is not None:
+        return _cpython_decoder(path)
+    from edgehub.certificates import decode_certificate_file
+
+    return decode_certificate_file(path)
+_PEM_CERTIFICATE: Final = re.compile(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,18 +92,29 @@ class _SubjectNames:
         return cls(frozenset(dns), frozenset(ips))
 
     @classmethod
-    def of(cls, certificate: x509.Certificate) -> _SubjectNames:
-        try:
-            san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except x509.ExtensionNotFound:
-            return cls(frozenset(), frozenset())
-        dns = frozenset(n.lower() for n in san.get_values_for_type(x509.DNSName))
-        ips = frozenset(
-            ip
-            for ip in san.get_values_for_type(x509.IPAddress)
-            if isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address)
-        )
-        return cls(dns, ips)
+    def of(cls, decoded: dict[str, Any]) -> _SubjectNames:
+        """The names of a certificate as ``_ssl._test_decode_cert`` shows them."""
+        dns: set[str] = set()
+        ips: set[_IpAddress] = set()
+        for kind, value in decoded.get("subjectAltName", ()):
+            if kind == "DNS":
+                dns.add(value.lower())
+            elif kind == "IP Address":
+                ips.add(ipaddress.ip_address(value.strip()))
+        return cls(frozenset(dns), frozenset(ips))
+
+    @property
+    def common_name(self) -> str:
+        return min(self.dns - {_LOOPBACK_NAME}, default=_LOOPBACK_NAME)
+
+
+@dataclass(frozen=True, slots=True)
+class _Existing:
+    """A dev certificate file found usable: its first certificate (PEM) and validity."""
+
+    pem: bytes
+    not_before: datetime
+    not_after: datetime
 
 
 def ensure_dev_certificates(
@@ -116,21 +137,39 @@ def ensure_dev_certificates(
     names = _SubjectNames.requested(hostnames)
     ca = _reusable_ca(ca_file, ca_key_file, at)
     server = _reusable_server(cert_file, key_file, ca, names, at) if ca is not None else None
-    if ca is None:
-        ca = _create_ca(at)
-        _write_key(ca_key_file, ca[1])
-        _write_file(ca_file, _pem(ca[0]), _CERT_MODE)
-        log.info("dev CA created: %s, expires %s", ca_file, ca[0].not_valid_after_utc.isoformat())
     if server is None:
-        server = _create_server(ca, names, at)
-        _write_key(key_file, server[1])
-        _write_file(cert_file, _pem(server[0]) + _pem(ca[0]), _CERT_MODE)
+        from edgehub import certificates  # cryptography only when issuing
+
+        issued = None
+        if ca is not None:
+            try:
+                issued = certificates.issue_server(
+                    ca.pem, ca_key_file.read_bytes(), names.dns, names.ips, names.common_name, at,
+                    _BACKDATE, DEV_VALIDITY,
+                )
+            except (OSError, ValueError, TypeError):
+                log.info("dev CA %s cannot sign: renewing", ca_file)
+                ca = None
+        if ca is None:
+            new_ca = certificates.issue_ca(at, _BACKDATE, DEV_CA_VALIDITY)
+            _write_file(ca_key_file, new_ca.key_pem, _KEY_MODE)
+            _write_file(ca_file, new_ca.certificate_pem, _CERT_MODE)
+            log.info("dev CA created: %s, expires %s", ca_file, new_ca.not_after.isoformat())
+            ca = _Existing(new_ca.certificate_pem, at - _BACKDATE, new_ca.not_after)
+            issued = certificates.issue_server(
+                ca.pem, new_ca.key_pem, names.dns, names.ips, names.common_name, at, _BACKDATE, DEV_VALIDITY
+            )
+        assert issued is not None
+        _write_file(key_file, issued.key_pem, _KEY_MODE)
+        _write_file(cert_file, issued.certificate_pem, _CERT_MODE)
         log.info(
             "dev server certificate created: %s for %s",
             cert_file,
             ", ".join(sorted(names.dns) + sorted(str(ip) for ip in names.ips)),
         )
-    expires_at = server[0].not_valid_after_utc
+        expires_at = issued.not_after
+    else:
+        expires_at = server.not_after
     log.warning(
         "dev certificate, not for production, expires %s (%s, clients trust %s); "
         "set ServerCertificateFile and ServerPrivateKeyFile for production",
@@ -138,9 +177,8 @@ def ensure_dev_certificates(
         cert_file,
         ca_file,
     )
-    return DevCertificates(
-        ca_file, ca_key_file, cert_file, key_file, expires_at, ca_expires_at=ca[0].not_valid_after_utc
-    )
+    assert ca is not None
+    return DevCertificates(ca_file, ca_key_file, cert_file, key_file, expires_at, ca_expires_at=ca.not_after)
 
 
 def server_ssl_context(
@@ -188,21 +226,20 @@ def check_certificate_files(cert_file: Path, key_file: Path, now: datetime | Non
     Checks: both readable, the chain is PEM, the key is an unencrypted PEM private key,
     the key matches the first (server) certificate, that certificate is valid now.
     """
+    from edgehub import certificates  # cryptography only when checking
+
     at = now if now is not None else datetime.now(UTC)
     problems: list[str] = []
-    certificate = _check_cert_file(cert_file, problems)
-    key = _check_key_file(key_file, problems)
-    if certificate is None:
-        return problems
-    if key is not None and _public_der(key.public_key()) != _public_der(certificate.public_key()):
-        problems.append(f"{key_file}: private key does not match the certificate in {cert_file}")
-    if at > certificate.not_valid_after_utc:
-        problems.append(f"{cert_file}: certificate expired on {certificate.not_valid_after_utc.isoformat()}")
-    elif at < certificate.not_valid_before_utc:
-        problems.append(
-            f"{cert_file}: certificate is not valid before {certificate.not_valid_before_utc.isoformat()}"
-        )
-    return problems
+    data: list[bytes | None] = []
+    for path, what in ((cert_file, "certificate"), (key_file, "private key")):
+        try:
+            data.append(path.read_bytes())
+        except OSError as exc:
+            problems.append(f"{path}: cannot read {what} file ({exc.strerror})")
+            data.append(None)
+    cert_data, key_data = data
+    found = certificates.check_certificate_files(str(cert_file), cert_data, str(key_file), key_data, at)
+    return problems + found
 
 
 def client_certificate_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[x509.Certificate]:
@@ -211,11 +248,13 @@ def client_certificate_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[
     Python 3.13 has ``get_unverified_chain()``; on 3.10-3.12 the same method exists on
     the private ``_sslobj``. Without either, only the leaf is available.
     """
+    from edgehub import certificates  # cryptography only for client certificates
+
     chain = _unverified_chain(ssl_object)
     if not chain:
         leaf = ssl_object.getpeercert(binary_form=True)
         chain = [leaf] if leaf else []
-    return [x509.load_der_x509_certificate(der) for der in chain]
+    return certificates.load_der_chain(chain)
 
 
 def _unverified_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[bytes]:
@@ -234,172 +273,68 @@ def _unverified_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[bytes]:
     ]
 
 
-def _reusable_ca(ca_file: Path, ca_key_file: Path, at: datetime) -> _Pair | None:
-    pair = _load_pair(ca_file, ca_key_file)
-    if pair is None:
+def _reusable_ca(ca_file: Path, ca_key_file: Path, at: datetime) -> _Existing | None:
+    ca = _existing(ca_file, ca_key_file)
+    if ca is None:
         return None
-    certificate, _ = pair
-    if not _fresh(certificate, at):
-        log.info("dev CA %s expires %s: renewing", ca_file, certificate.not_valid_after_utc.isoformat())
+    if not _fresh(ca, at):
+        log.info("dev CA %s expires %s: renewing", ca_file, ca.not_after.isoformat())
         return None
-    return pair
+    return ca
 
 
 def _reusable_server(
-    cert_file: Path, key_file: Path, ca: _Pair, names: _SubjectNames, at: datetime
-) -> _Pair | None:
-    pair = _load_pair(cert_file, key_file)
-    if pair is None:
+    cert_file: Path, key_file: Path, ca: _Existing, names: _SubjectNames, at: datetime
+) -> _Existing | None:
+    server = _existing(cert_file, key_file)
+    if server is None:
         return None
-    certificate, _ = pair
     reason = None
-    if certificate.issuer != ca[0].subject or not _issued_by(certificate, ca[0]):
+    chain = [_normal(pem) for pem in _pem_certificates(cert_file.read_bytes())]
+    if chain[1:2] != [_normal(ca.pem)]:
+        # The chain file holds the server certificate and the CA that issued it, written together.
         reason = "not issued by the current dev CA"
-    elif not _fresh(certificate, at):
-        reason = f"expires {certificate.not_valid_after_utc.isoformat()}"
-    elif _SubjectNames.of(certificate) != names:
+    elif not _fresh(server, at):
+        reason = f"expires {server.not_after.isoformat()}"
+    elif _SubjectNames.of(_decode_certificate_file(str(cert_file))) != names:
         reason = "host names changed"
     if reason is not None:
         log.info("dev server certificate %s %s: renewing", cert_file, reason)
         return None
-    return pair
+    return server
 
 
-def _fresh(certificate: x509.Certificate, at: datetime) -> bool:
+def _fresh(certificate: _Existing, at: datetime) -> bool:
     """Valid now and for longer than DEV_RENEW_BEFORE."""
-    return certificate.not_valid_before_utc <= at and certificate.not_valid_after_utc - at > DEV_RENEW_BEFORE
+    return certificate.not_before <= at and certificate.not_after - at > DEV_RENEW_BEFORE
 
 
-def _load_pair(cert_file: Path, key_file: Path) -> _Pair | None:
-    """The certificate (first in file) and its EC key, or None when either is missing,
-    unreadable or they do not match."""
+def _existing(cert_file: Path, key_file: Path) -> _Existing | None:
+    """The certificate (first in file) with its validity, or None when it or its key is missing,
+    unreadable or they do not match (OpenSSL checks the pair as it loads it)."""
     try:
-        certificate = x509.load_pem_x509_certificates(cert_file.read_bytes())[0]
-        key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError):
+        pems = _pem_certificates(cert_file.read_bytes())
+        decoded = _decode_certificate_file(str(cert_file))  # the first certificate, as getpeercert()
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file)
+    except (OSError, ValueError):  # ssl.SSLError is an OSError
         return None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        return None
-    if _public_der(key.public_key()) != _public_der(certificate.public_key()):
+    if not pems:
         return None
     _tighten_key_mode(key_file)
-    return certificate, key
+    return _Existing(pems[0], _utc(decoded["notBefore"]), _utc(decoded["notAfter"]))
 
 
-def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        certificate.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
+def _pem_certificates(data: bytes) -> list[bytes]:
+    """The PEM certificates in ``data``, in order."""
+    return [match.group(0) for match in _PEM_CERTIFICATE.finditer(data)]
 
 
-def _create_ca(at: datetime) -> _Pair:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"edgehub dev CA {at:%Y-%m-%d}")])
-    public = key.public_key()
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(at - _BACKDATE)
-        .not_valid_after(at + DEV_CA_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(key_usage(cert_sign=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return certificate, key
+def _normal(pem: bytes) -> bytes:
+    return b"".join(pem.split())
 
 
-def _create_server(ca: _Pair, names: _SubjectNames, at: datetime) -> _Pair:
-    ca_cert, ca_key = ca
-    key = ec.generate_private_key(ec.SECP256R1())
-    common_name = min(names.dns - {_LOOPBACK_NAME}, default=_LOOPBACK_NAME)
-    san: list[x509.GeneralName] = [x509.DNSName(n) for n in sorted(names.dns)]
-    san += [x509.IPAddress(ip) for ip in sorted(names.ips, key=str)]
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(at - _BACKDATE)
-        # A certificate must not outlive its issuer.
-        .not_valid_after(min(at + DEV_VALIDITY, ca_cert.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(key_usage(cert_sign=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(san), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    return certificate, key
-
-
-def key_usage(*, cert_sign: bool) -> x509.KeyUsage:
-    """Key usage of a CA (``cert_sign``) or an end-entity certificate (signatures only)."""
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _check_cert_file(cert_file: Path, problems: list[str]) -> x509.Certificate | None:
-    try:
-        data = cert_file.read_bytes()
-    except OSError as exc:
-        problems.append(f"{cert_file}: cannot read certificate file ({exc.strerror})")
-        return None
-    try:
-        return x509.load_pem_x509_certificates(data)[0]
-    except ValueError:
-        problems.append(f"{cert_file}: not a PEM certificate file")
-        return None
-
-
-def _check_key_file(key_file: Path, problems: list[str]) -> PrivateKeyTypes | None:
-    try:
-        data = key_file.read_bytes()
-    except OSError as exc:
-        problems.append(f"{key_file}: cannot read private key file ({exc.strerror})")
-        return None
-    try:
-        return serialization.load_pem_private_key(data, password=None)
-    except TypeError:
-        problems.append(f"{key_file}: private key is encrypted; the hub needs an unencrypted key")
-    except (ValueError, UnsupportedAlgorithm):
-        problems.append(f"{key_file}: not a PEM private key")
-    return None
-
-
-def _public_der(public_key: PublicKeyTypes) -> bytes:
-    return public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def _pem(certificate: x509.Certificate) -> bytes:
-    return certificate.public_bytes(serialization.Encoding.PEM)
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    _write_file(path, pem, _KEY_MODE)
+def _utc(openssl_time: str) -> datetime:
+    return datetime.fromtimestamp(ssl.cert_time_to_seconds(openssl_time), UTC)
 
 
 def _write_file(path: Path, data: bytes, mode: int) -> None:

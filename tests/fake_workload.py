@@ -84,6 +84,8 @@ class FakeWorkload:
     generation_id: str = "gen-1"
     requests: list[Request] = field(default_factory=list)
     ca: CertificateAuthority | None = None
+    trust_bundle_served: bool = True
+    """False: ``GET /trust-bundle`` answers 500, as a workload API that cannot read its CAs."""
     _server: _Server | None = None
     _socket_folder: Path | None = None
 
@@ -135,6 +137,8 @@ class FakeWorkload:
         if request.method == "POST" and path == module_prefix + "certificate/server":
             return self._server_certificate(request.body or {})
         if request.method == "GET" and path == "/trust-bundle":
+            if not self.trust_bundle_served:
+                return 500, {"message": "trust bundle unavailable"}
             assert self.ca is not None
             return 200, {"certificate": self.ca.certificate.public_bytes(serialization.Encoding.PEM).decode()}
         return 404, {"message": f"no module {path!r} with this generation id"}

@@ -493,3 +493,23 @@ async def test_required_client_certificate_refuses_a_client_without_one(tmp_path
             answer = b""
 
     assert answer == b""
+
+
+def test_without_cpythons_private_decoder_existing_certificates_are_still_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import edgehub.tls
+    from edgehub.certificates import decode_certificate_file
+
+    first = ensure_dev_certificates(tmp_path, HOSTS, now=NOW)
+    private = edgehub.tls._cpython_decoder
+    assert private is not None
+    ours, cpython = decode_certificate_file(str(first.cert_file)), private(str(first.cert_file))
+    for field in ("notBefore", "notAfter"):
+        assert ssl.cert_time_to_seconds(str(ours[field])) == ssl.cert_time_to_seconds(cpython[field])
+    assert sorted(ours["subjectAltName"]) == sorted(cpython["subjectAltName"])  # type: ignore[call-overload]
+    files = {p: p.read_bytes() for p in (first.ca_file, first.cert_file, first.key_file)}
+    monkeypatch.setattr(edgehub.tls, "_cpython_decoder", None)
+
+    assert ensure_dev_certificates(tmp_path, HOSTS, now=NOW + timedelta(days=1)) == first
+    assert {p: p.read_bytes() for p in files} == files

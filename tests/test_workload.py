@@ -3,7 +3,9 @@ issued by the workload API (edgehub.workload, WorkloadCredentials), against a fa
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import dataclasses
 import hashlib
 import hmac
 import socket
@@ -19,12 +21,13 @@ from cryptography.x509.oid import NameOID
 
 from edgehub.auth.identities import IdentitySpec
 from edgehub.auth.registry import IdentityRegistry
-from edgehub.errors import AuthError, ConfigError
+from edgehub.errors import AuthError, ConfigError, EndpointUnavailable
 from edgehub.message import Identity
 from edgehub.settings import load_settings
 from edgehub.tls import server_ssl_context
 from edgehub.upstream.config import upstream_config
 from edgehub.upstream.credentials import SasCredentials, WorkloadCredentials
+from edgehub.upstream.transport import open_stream
 from edgehub.workload import WorkloadClient, WorkloadError, fetch_server_certificate, workload_signer
 from tests.fake_workload import FakeWorkload
 from tests.hubproc import HubProcess, free_port
@@ -143,14 +146,14 @@ def test_edge_agent_environment_sets_the_hubs_identity_and_workload_credentials(
     assert config is not None
     assert isinstance(config.credentials, WorkloadCredentials)
     assert config.identity == Identity("gateway1", "$edgeHub")
-    assert (config.host, config.port) == ("parent.local", 8883)
+    assert (config.host, config.port) == ("parent.local", 5671)  # Amqp: the default
 
 
 def test_without_a_gateway_the_hub_connects_to_the_iot_hub_itself(workload: FakeWorkload) -> None:
     config = upstream_config(load_settings(iotedge_env(workload)))
 
     assert config is not None
-    assert (config.host, config.port, config.is_iot_hub) == (HUB, 8883, True)
+    assert (config.host, config.port, config.is_iot_hub) == (HUB, 5671, True)
 
 
 def test_a_connection_string_wins_over_the_workload_api(workload: FakeWorkload) -> None:
@@ -207,3 +210,37 @@ def test_hub_under_the_iot_edge_runtime_serves_the_workload_certificate_and_sign
             time.sleep(0.02)
         assert not (tmp_path / "data" / "certs" / "dev-ca.pem").exists()
         assert hub.stop() == 0
+
+
+async def test_the_upstream_trusts_a_parent_certificate_issued_under_the_workload_trust_bundle(
+    workload: FakeWorkload, tmp_path: Path,
+) -> None:
+    # A parent edge hub's server certificate, issued by the same edge CA the trust bundle holds.
+    cert_file, key_file = fetch_server_certificate(client_of(workload), "127.0.0.1", tmp_path / "parent")
+    parent_tls = server_ssl_context(cert_file, key_file, None)
+    handshakes: list[bool] = []
+    server = await asyncio.start_server(lambda r, w: handshakes.append(True), "127.0.0.1", 0, ssl=parent_tls)
+    port = server.sockets[0].getsockname()[1]
+    config = upstream_config(load_settings(iotedge_env(workload, IOTEDGE_GATEWAYHOSTNAME="127.0.0.1")))
+    assert config is not None
+    assert config.ca_pem is not None
+    try:
+        opened = await open_stream(dataclasses.replace(config, port=port), asyncio.Protocol())
+        opened.transport.close()
+        with pytest.raises(EndpointUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            await open_stream(dataclasses.replace(config, port=port, ca_pem=None), asyncio.Protocol())
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_without_a_trust_bundle_the_upstream_still_starts_on_the_system_cas(
+    workload: FakeWorkload, caplog: pytest.LogCaptureFixture,
+) -> None:
+    workload.trust_bundle_served = False
+    env = iotedge_env(workload, IOTEDGE_GATEWAYHOSTNAME="parent.local")
+    config = upstream_config(load_settings(env))
+
+    assert config is not None
+    assert config.ca_pem is None
+    assert "no trust bundle from the workload API" in caplog.text

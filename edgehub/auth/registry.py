@@ -29,25 +29,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, Literal
-
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509 import verification
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING, Final, Literal
 
 from edgehub.auth import sas
 from edgehub.auth.identities import IdentitySpec
 from edgehub.errors import AuthError, ConfigError
 from edgehub.message import Identity
 
+if TYPE_CHECKING:  # cryptography is imported where certificates are read (about 8 MiB)
+    from cryptography import x509
+
+    _Certificates = tuple[x509.Certificate, ...]
+
 log = logging.getLogger(__name__)
 
 _THUMBPRINT_SHA1_HEX: Final = 40
 _THUMBPRINT_SHA256_HEX: Final = 64
 _HEX_DIGITS: Final = frozenset("0123456789abcdef")
-
-_Certificates = tuple[x509.Certificate, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +236,8 @@ def _load_ca_file(path: Path, cache: dict[Path, _Certificates]) -> _Certificates
         data = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"cannot read CA file {path}: {exc.strerror}") from None
+    from cryptography import x509
+
     try:
         certificates = tuple(x509.load_pem_x509_certificates(data))
     except ValueError:
@@ -247,6 +247,8 @@ def _load_ca_file(path: Path, cache: dict[Path, _Certificates]) -> _Certificates
 
 
 def _as_certificates(chain: Sequence[x509.Certificate] | Sequence[bytes]) -> list[x509.Certificate]:
+    from cryptography import x509
+
     if not chain:
         raise AuthError("no client certificate presented")
     certificates: list[x509.Certificate] = []
@@ -262,11 +264,15 @@ def _as_certificates(chain: Sequence[x509.Certificate] | Sequence[bytes]) -> lis
 
 
 def _thumbprint_matches(leaf: x509.Certificate, expected: str) -> bool:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
     algorithm = hashlib.sha1 if len(expected) == _THUMBPRINT_SHA1_HEX else hashlib.sha256
     return hmac.compare_digest(algorithm(leaf.public_bytes(Encoding.DER)).hexdigest(), expected)
 
 
 def _check_common_name(leaf: x509.Certificate, identity: Identity) -> None:
+    from cryptography.x509.oid import NameOID
+
     names = [a.value for a in leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     if names != [identity.id]:
         shown = ", ".join(_shown(str(n)) for n in names) or "none"
@@ -280,6 +286,9 @@ def _check_chain(
     at: datetime,
     identity: Identity,
 ) -> None:
+    from cryptography import x509
+    from cryptography.x509 import verification
+
     if _is_ca(leaf):
         raise AuthError(f"client certificate for {identity} is a CA certificate")
     # Device certificates rarely carry SANs or web-PKI extensions, so extensions are
@@ -304,6 +313,8 @@ def _check_chain(
 
 
 def _is_ca(certificate: x509.Certificate) -> bool:
+    from cryptography import x509
+
     try:
         return certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:

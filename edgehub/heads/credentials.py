@@ -30,9 +30,14 @@ class RegistryAuthenticator:
         self, registry: Callable[[], IdentityRegistry], clock: Clock, *,
         client_cert_auth: bool = False, generic_topics: bool = False,
         on_token: Callable[[Identity, str, float], None] | None = None,
+        on_refused: Callable[[], None] | None = None,
     ) -> None:
         self._on_token = on_token
         """Told of every SAS token a client authenticated with: (identity, token, expiry)."""
+        self._on_refused = on_refused
+        """Told when a client's credentials were refused: the hub reads the device scope upstream
+        again (rate-limited), where a new identity or a rotated key may be, so the client's next
+        attempt can succeed."""
         self._registry = registry
         self._clock = clock
         self._client_cert_auth = client_cert_auth
@@ -57,6 +62,8 @@ class RegistryAuthenticator:
             # unauthenticated peers grow the metrics without bound (issue 15: bounded memory).
             known = Identity.parse(request.client_id) in self._registry()
             CLIENT_CONNECT_FAILED.labels(request.client_id if known else "unknown", "not_authenticated").inc()
+            if self._on_refused is not None:
+                self._on_refused()
             raise
         valid_for = None if result.expires_at is None else result.expires_at - now
         if self._on_token is not None and result.method == "sas" and request.password and result.expires_at:

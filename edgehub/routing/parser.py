@@ -170,9 +170,12 @@ class _Parser:
         found = self.peek()
         if found.kind is not TokenKind.SLASH:
             self.fail(f"expected a source such as /messages/* but found {_describe(found)}", found)
-        segments = []
+        segments: list[str] = []
         while self.accept(TokenKind.SLASH):
             token = self.advance()
+            if token.kind is TokenKind.PLUS and segments and segments[0].lower() == "topics":
+                segments.append("+")  # /topics/{MQTT filter}: '+' is a level ('#' lexes as a name)
+                continue
             if token.kind is not TokenKind.STAR and token.kind not in _PATH_WORDS:
                 self.fail(f"expected a name or '*' after '/' but found {_describe(token)}", token)
             segments.append(token.text)

@@ -12,6 +12,7 @@ from typing import Final
 
 from edgehub.errors import ConfigError, RouteSyntaxError
 from edgehub.message import DEFAULT_PRIORITY
+from edgehub.mqtt.topic_filters import filter_matches, level_problem
 from edgehub.routing.condition import RouteCondition
 from edgehub.routing.parser import parse_route_syntax
 from edgehub.routing.spec import RouteSpec
@@ -25,6 +26,11 @@ MESSAGE_TYPE: Final = "messageType"
 TWIN_CHANGE_MESSAGE_TYPE: Final = "twinChangeNotification"
 """System property ``messageType`` with this value (case-insensitive) makes a message a twin
 change notification (edgeHub RoutingMessageConverter.GetMessageSource; Core Constants)."""
+TOPIC_SOURCE: Final = "/topics/"
+"""``FROM /topics/{filter}``: plain MQTT messages (generic broker mode) whose topic matches the
+MQTT filter; only these routes take them, and these take nothing else."""
+MQTT_TOPIC: Final = "mqttTopic"
+"""System property holding a generic message's MQTT topic."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +47,14 @@ class RouteSource:
     """As written, without white space, e.g. ``/messages/modules/filter/*``."""
     prefix: str
     """Lower-cased prefix the message source must start with, e.g. ``/messages/modules/filter/``."""
+    topic_filter: str | None = None
+    """For ``/topics/{filter}``: the MQTT topic filter (case-sensitive, as MQTT topics are)."""
 
     @classmethod
     def parse(cls, path: str) -> RouteSource:
+        stripped = path.strip()
+        if stripped.lower().startswith(TOPIC_SOURCE) and len(stripped) > len(TOPIC_SOURCE):
+            return cls(path, TOPIC_SOURCE, stripped[len(TOPIC_SOURCE):])
         # CustomMessageSource.Create: trailing '*' and '/' dropped, one '/' appended.
         trimmed = path.strip().rstrip("*")
         if len(trimmed) > 1:
@@ -56,7 +67,13 @@ class RouteSource:
 
     def matches_source(self, source: str) -> bool:
         """Does a message whose source is ``source`` (see ``message_source``) come from here?"""
+        if self.topic_filter is not None:
+            return False  # only generic messages, by topic (matches_topic)
         return source.lower().startswith(self.prefix)
+
+    def matches_topic(self, topic: str) -> bool:
+        """Does a generic message on MQTT ``topic`` come from here?"""
+        return self.topic_filter is not None and filter_matches(self.topic_filter, topic)
 
     @property
     def is_twin_changes(self) -> bool:
@@ -129,6 +146,9 @@ def parse_route(
     syntax = parse_route_syntax(text)
     endpoint = _endpoint(syntax.sink_function, syntax.sink, syntax.sink_position, text)
     source = RouteSource.parse(syntax.source)
+    if source.topic_filter is not None and (problem := level_problem(source.topic_filter)) is not None:
+        raise RouteSyntaxError(f"invalid MQTT topic filter in {syntax.source}: {problem}",
+                               syntax.source_position, text)
     condition = None
     if syntax.condition is not None:
         condition = RouteCondition(

@@ -14,6 +14,8 @@ from edgehub.message import Message, SystemProperty
 from edgehub.routing.condition import Evaluator
 from edgehub.routing.route import (
     MESSAGE_TYPE,
+    MQTT_TOPIC,
+    TOPIC_SOURCE,
     TWIN_CHANGE_MESSAGE_TYPE,
     TWIN_CHANGE_SOURCE,
     Route,
@@ -82,8 +84,15 @@ class Router:
         """How many (module, output) plans are cached now (at most MAX_CACHED_SOURCES)."""
         return len(self._plans)
 
+    def takes_topic(self, topic: str) -> bool:
+        """Whether some route's ``/topics/{filter}`` source matches ``topic`` (its condition aside)."""
+        return bool(self._plan_of_topic(topic).endpoints)
+
     def match(self, message: Message) -> tuple[RouteMatch, ...]:
         system = message.system_properties
+        topic = system.get(MQTT_TOPIC)
+        if topic is not None:
+            return self._decide(self._plan_of_topic(topic), message)
         message_type = system.get(MESSAGE_TYPE)
         module_id: str | None
         output_name: str | None
@@ -98,6 +107,9 @@ class Router:
         plan = self._plans.get((module_id, output_name))
         if plan is None:
             plan = self._plan(module_id, output_name)
+        return self._decide(plan, message)
+
+    def _decide(self, plan: _SourcePlan, message: Message) -> tuple[RouteMatch, ...]:
         if not plan.conditional:
             return plan.fixed
         view = MessageView(message)
@@ -113,7 +125,12 @@ class Router:
             return plan.fixed
         return tuple(chosen[endpoint][1] for endpoint in plan.endpoints if endpoint in chosen)
 
-    def _plan(self, module_id: str | None, output_name: str | None) -> _SourcePlan:
+    def _plan_of_topic(self, topic: str) -> _SourcePlan:
+        key = (TOPIC_SOURCE, topic)  # no module id is "/topics/": no clash with the other keys
+        plan = self._plans.get(key)
+        return plan if plan is not None else self._plan(None, None, topic)
+
+    def _plan(self, module_id: str | None, output_name: str | None, topic: str | None = None) -> _SourcePlan:
         fixed: dict[str, tuple[_RouteKey, RouteMatch]] = {}
         conditional: list[tuple[Evaluator, RouteMatch, _RouteKey]] = []
         if module_id is None and output_name == TWIN_CHANGE_SOURCE:
@@ -121,7 +138,10 @@ class Router:
         else:
             source = message_source(module_id, output_name)
         for index, route, evaluate in self._live:
-            if not route.source.matches_source(source):
+            if topic is not None:
+                if not route.source.matches_topic(topic):
+                    continue
+            elif not route.source.matches_source(source):
                 continue
             endpoint = route.endpoint.address
             key = (route.priority, index)
@@ -146,7 +166,7 @@ class Router:
         )
         if len(self._plans) >= MAX_CACHED_SOURCES:  # rebuilt on demand; a flood of names cannot grow it
             self._plans.clear()
-        self._plans[(module_id, output_name)] = plan
+        self._plans[(module_id, output_name) if topic is None else (TOPIC_SOURCE, topic)] = plan
         return plan
 
 

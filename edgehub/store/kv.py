@@ -23,7 +23,13 @@ store opens without it (see edgehub.store.records)."""
 SESSIONS: Final = 6
 """Persistent MQTT sessions (edgehub.heads.mqtt.session_store): client id → record; added
 like twins, so a store without it opens."""
-TABLE_NAMES: Final = ("messages", "queues", "checkpoints", "expiry", "meta", "twins", "sessions")
+BROKER: Final = 7
+"""The generic MQTT broker's retained messages, sessions and queues (edgehub.store.broker_table);
+added like twins, so a store without it opens."""
+SQLITE_FILE: Final = "store.sqlite3"
+"""The SQLite backend's database in the store folder (here, so finding a store's backend does not
+load sqlite3)."""
+TABLE_NAMES: Final = ("messages", "queues", "checkpoints", "expiry", "meta", "twins", "sessions", "broker")
 
 
 class StoreCorruptError(StoreOpenError):
@@ -45,8 +51,8 @@ class WriteBatch:
 
     def __init__(self) -> None:
         # One list per table, written out: this runs for every group-commit batch.
-        self.puts: tuple[list[tuple[bytes, bytes]], ...] = ([], [], [], [], [], [], [])
-        self.deletes: tuple[list[bytes], ...] = ([], [], [], [], [], [], [])
+        self.puts: tuple[list[tuple[bytes, bytes]], ...] = ([], [], [], [], [], [], [], [])
+        self.deletes: tuple[list[bytes], ...] = ([], [], [], [], [], [], [], [])
 
     def put(self, table: int, key: bytes, value: bytes) -> None:
         self.puts[table].append((key, value))

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import struct
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Final
 
 from edgehub.errors import StoreDamagedError, StoreError, StoreFullError
 from edgehub.message import Message, MessageId
 from edgehub.store.base import Delivery, IngestItem, QueuedMessage, QueueKey, StoreStats
+from edgehub.store.broker_table import BrokerTable
 from edgehub.store.damage import drop_unreadable, read_each
 from edgehub.store.inventory import count_live, queue_stats, read_meta
 from edgehub.store.kv import (
@@ -43,6 +45,7 @@ from edgehub.store.records import (
     EXPIRY_KEY,
     EXPIRY_SIZE_AND_REFS,
     FORMAT_VERSION,
+    LATE_QUEUE_VALUE,
     META_EXPIRED_UPTO,
     META_FORMAT,
     META_NEXT_ID,
@@ -55,8 +58,8 @@ from edgehub.store.records import (
     checkpoint_value,
     decode_expiry_value,
     decode_message,
-    decode_queue_value,
     encode_record,
+    encode_refs,
     expiry_value,
     parse_queue_prefix,
     queue_prefix,
@@ -66,6 +69,7 @@ from edgehub.store.records import (
 EXPIRE_CHUNK: Final = 4096
 """Expiry entries per write batch in one expire run; bounds the batch's memory."""
 _MIN_READ_SCAN: Final = 64
+"""Rows per further scan of a read whose first scan (``limit`` rows) held expired entries."""
 
 
 class _QueueSlot:
@@ -81,10 +85,17 @@ class _QueueSlot:
 class _AppendPlan:
     """What one append will write and change, built before anything is written."""
 
-    __slots__ = ("added", "batch", "count", "fresh", "ids", "new_queues", "next_id", "slots")
+    __slots__ = (
+        "added", "batch", "count", "fresh", "ids", "new_queues", "next_id", "same_delivery", "same_refs",
+        "slots",
+    )
 
     def __init__(self, next_id: int) -> None:
         self.next_id = next_id
+        # The last single delivery planned and its (slot, refs, max expiry, encoded refs): the
+        # messages of one Hub.ingest batch share their Delivery objects, so most reuse them.
+        self.same_delivery: Delivery | None = None
+        self.same_refs: tuple[_QueueSlot, list[Ref], int, bytes] | None = None
         self.fresh: list[tuple[MessageId, tuple[Message, bytes]]] = []
         self.batch = WriteBatch()
         self.ids: list[MessageId] = []
@@ -117,8 +128,10 @@ class MessageStore:
         self._kv = kv
         # id -> (message, its expiry entry) of the latest appends, oldest first, so read and
         # checkpoint skip the store lookups; ids are never reused, so an entry whose message
-        # was delivered meanwhile is never looked up again and just ages out.
-        self._recent: dict[MessageId, tuple[Message, bytes]] = {}
+        # was delivered meanwhile is never looked up again and just ages out. An OrderedDict,
+        # not a dict: a dict emptied from the front makes every next(iter()) walk the holes
+        # left behind (measured: 5.8 vs 0.5 µs per message at 4096 entries).
+        self._recent: OrderedDict[MessageId, tuple[Message, bytes]] = OrderedDict()
         self._recent_limit = recent_messages
         self._location = location
         self._max_size = max_size_bytes
@@ -210,17 +223,22 @@ class MessageStore:
         deliveries = item.deliveries
         if len(deliveries) == 1:  # the usual case, without the set and lists of the general one
             delivery = deliveries[0]
-            max_expiry = expiry = delivery.expiry_ms
-            if expiry <= self._expired_upto:
-                max_expiry = self._expired_upto + 1  # see _refs_of
-            slot = plan.slots.get(delivery.queue) or self._new_slot(plan, delivery.queue)
+            expiry = delivery.expiry_ms
+            same = plan.same_refs
+            if delivery is not plan.same_delivery or same is None:
+                max_expiry = expiry if expiry > self._expired_upto else self._expired_upto + 1  # see _refs_of
+                slot = plan.slots.get(delivery.queue) or self._new_slot(plan, delivery.queue)
+                refs = [(slot.prefix, max_expiry)]
+                same = plan.same_refs = (slot, refs, max_expiry, encode_refs(refs))
+                plan.same_delivery = delivery
+            slot, refs, max_expiry, encoded_refs = same
             slot.count += 1
-            refs = [(slot.prefix, max_expiry)]
             entries = [(slot.prefix + id_key, queue_value(message_id, expiry, max_expiry))]
+            record, refs_end = encode_record(item.message, refs, max_expiry, encoded_refs)
         else:
             refs, entries = self._refs_of(plan, message_id, id_key, deliveries)
             max_expiry = max(index for _, index in refs)
-        record, refs_end = encode_record(item.message, refs, max_expiry)
+            record, refs_end = encode_record(item.message, refs, max_expiry)
         record_size = len(record) + RECORD_KEY_BYTES
         plan.added += record_size
         plan.count += 1
@@ -282,7 +300,7 @@ class MessageStore:
             recent = self._recent
             recent.update(plan.fresh)
             for _ in range(len(recent) - self._recent_limit):
-                del recent[next(iter(recent))]
+                recent.popitem(last=False)
         lengths = self._lengths
         for queue, slot in plan.slots.items():
             lengths[queue] = lengths.get(queue, 0) + slot.count
@@ -297,8 +315,8 @@ class MessageStore:
         start = prefix + U64.pack(first)
         stop = prefix + QUEUE_STOP
         live: list[tuple[int, int]] = []
+        want = limit  # the usual read finds nothing expired: scan no more rows than it returns
         while len(live) < limit:
-            want = max(limit - len(live), _MIN_READ_SCAN)
             rows = self._kv.scan(QUEUES, start, stop, want)
             for _, value in rows:
                 message_id, expiry = QUEUE_VALUE.unpack_from(value)
@@ -307,6 +325,7 @@ class MessageStore:
             if len(rows) < want:
                 break
             start = rows[-1][0] + b"\x00"
+            want = max(limit - len(live), _MIN_READ_SCAN)
         del live[limit:]
         return self._materialize(queue, live)
 
@@ -481,45 +500,54 @@ class MessageStore:
 
     def _deliver_refs(self, batch: WriteBatch, refs: list[tuple[bytes, bytes]], prefix: bytes) -> None:
         """Delete the delivered refs of one queue; reclaim each body no other ref still needs."""
-        values = [decode_queue_value(value) for _, value in refs]
         recent = self._recent
-        heads: list[bytes | None] = [
-            entry[1] if (entry := recent.get(message_id)) is not None else None for message_id, _, _ in values
-        ]
-        missing = [i for i, head in enumerate(heads) if head is None]
+        # (id, index time, expiry entry or None when not cached) per ref, decoded inline: this
+        # runs for every delivered message.
+        found: list[tuple[int, int, bytes | None]] = []
+        missing: list[int] = []
+        for _, value in refs:
+            message_id, index = QUEUE_VALUE.unpack_from(value)
+            if len(value) != QUEUE_VALUE.size:
+                index = LATE_QUEUE_VALUE.unpack(value)[2]
+            entry = recent.get(message_id)
+            if entry is None:
+                missing.append(len(found))
+                found.append((message_id, index, None))
+            else:
+                found.append((message_id, index, entry[1]))
         if missing:
-            found = self._kv.multi_get(
-                EXPIRY, [EXPIRY_KEY.pack(values[i][2], values[i][0]) for i in missing],
-            )
-            for i, head in zip(missing, found, strict=True):
-                heads[i] = head
+            heads = self._kv.multi_get(EXPIRY, [EXPIRY_KEY.pack(found[i][1], found[i][0]) for i in missing])
+            for i, head in zip(missing, heads, strict=True):
+                found[i] = (found[i][0], found[i][1], head)
         deletes = batch.deletes
-        for (key, _), (message_id, _, index), head in zip(refs, values, heads, strict=True):
-            deletes[QUEUES].append(key)
+        deletes[QUEUES].extend([key for key, _ in refs])
+        message_deletes, expiry_deletes = deletes[MESSAGES], deletes[EXPIRY]
+        id_start = len(prefix)
+        freed = reclaimed = 0
+        for (key, _), (message_id, index, head) in zip(refs, found, strict=True):
             if head is None:
                 raise StoreError(f"expiry entry missing for message {message_id}")
             record_size, _, _, nrefs = EXPIRY_SIZE_AND_REFS.unpack_from(head, 0)
             if nrefs == 1:  # its only ref was this one: reclaim without decoding the refs
-                deletes[MESSAGES].append(U64.pack(message_id))
-                deletes[EXPIRY].append(EXPIRY_KEY.pack(index, message_id))
-                self._size -= record_size
-                self._count -= 1
+                message_deletes.append(key[id_start:])  # the queue key ends with the messages key
+                expiry_deletes.append(EXPIRY_KEY.pack(index, message_id))
+                freed += record_size
+                reclaimed += 1
                 continue
             _, _, _, message_refs = decode_expiry_value(head)
             if self._is_done(message_id, message_refs, prefix):
                 self._reclaim(batch, message_id, message_refs, record_size)
+        self._size -= freed
+        self._count -= reclaimed
 
     def expire(self, now_ms: int) -> dict[QueueKey, int]:
         with self._lock:
             self._check_writable()
         dropped: dict[QueueKey, int] = {}
-        while True:
+        more = True
+        while more:  # the lock is let go between chunks, so appends and checkpoints get in
             with self._lock:
-                if self._closed:
-                    break
-                more = self._expire_chunk(now_ms, dropped)
-            if not more:
-                break
+                more = not self._closed and self._expire_chunk(now_ms, dropped)
         return {queue: count for queue, count in dropped.items() if count}
 
     def _expire_chunk(self, now_ms: int, dropped: dict[QueueKey, int]) -> bool:
@@ -639,6 +667,13 @@ class MessageStore:
     def session_keys(self) -> list[str]:
         """Every client id with a session record, sorted (by UTF-8 bytes)."""
         return [key.decode() for key, _ in scan_all(self._kv, SESSIONS, b"", b"\xff")]
+
+    # -- the generic MQTT broker ---------------------------------------------------
+
+    def broker_table(self) -> BrokerTable:
+        """The generic MQTT broker's table (retained messages, sessions, queues), written
+        under this store's lock and sync setting."""
+        return BrokerTable(self._kv, self._lock, self._sync, self._check_writable)
 
     # -- views --------------------------------------------------------------------
 

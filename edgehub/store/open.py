@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Final, Literal
 
 from edgehub.errors import StoreDamagedError, StoreOpenError
+from edgehub.store.kv import SQLITE_FILE as DATABASE_FILE
 from edgehub.store.kv import KeyValue, StoreCorruptError
 from edgehub.store.message_store import MessageStore
-from edgehub.store.sqlite import DATABASE_FILE, SqliteKeyValue
 from edgehub.store.verify import check_rocksdb_files
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ def _open_kv(
         if (folder / "CURRENT").exists() or any(folder.glob("MANIFEST-*")):
             check_rocksdb_files(folder)  # before RocksDB may delete files a damaged MANIFEST omits
         return RocksKeyValue(folder, low_memory=low_memory, read_only=read_only)
+    from edgehub.store.sqlite import SqliteKeyValue  # sqlite3 only for an SQLite store
+
     return SqliteKeyValue(folder / DATABASE_FILE, low_memory=low_memory, read_only=read_only)
 
 

@@ -152,7 +152,8 @@ def decode_queue_value(value: bytes) -> tuple[int, int, int]:
     return found
 
 
-def _encode_refs(refs: Sequence[Ref]) -> bytes:
+def encode_refs(refs: Sequence[Ref]) -> bytes:
+    """The refs part of a record."""
     if len(refs) == 1:
         prefix, expiry = refs[0]
         return _ONE_REF.pack(expiry, len(prefix)) + prefix
@@ -177,11 +178,15 @@ def _encode_strings(properties: Mapping[str, str], system: Mapping[str, str]) ->
     return STRINGS_SIZED, _u32s(len(strings)).pack(*map(len, strings)) + b"".join(strings)
 
 
-def encode_record(message: Message, refs: Sequence[Ref], max_expiry_ms: int) -> tuple[bytes, int]:
-    """The record of ``message`` and the offset where its refs end."""
+def encode_record(
+    message: Message, refs: Sequence[Ref], max_expiry_ms: int, encoded_refs: bytes | None = None,
+) -> tuple[bytes, int]:
+    """The record of ``message`` and the offset where its refs end; ``encoded_refs`` is
+    ``encode_refs(refs)`` when the caller has it already (the messages of a batch share their refs)."""
     properties = message.properties
     system = message.system_properties
-    encoded_refs = _encode_refs(refs)
+    if encoded_refs is None:
+        encoded_refs = encode_refs(refs)
     if properties or system:
         strings_format, strings = _encode_strings(properties, system)
     else:

@@ -14,13 +14,17 @@ from pathlib import Path
 from typing import Final
 
 from edgehub.errors import StoreDamagedError, StoreError, StoreOpenError
-from edgehub.store.kv import MESSAGES, TABLE_NAMES, StoreCorruptError, WriteBatch
+from edgehub.store.kv import MESSAGES, SQLITE_FILE, TABLE_NAMES, StoreCorruptError, WriteBatch
 
 if sys.platform != "win32":
     import fcntl
 
-DATABASE_FILE: Final = "store.sqlite3"
+DATABASE_FILE: Final = SQLITE_FILE
 LOCK_FILE: Final = "store.lock"
+DEFAULT_CACHE_KIB: Final = 65536
+"""Page cache per connection (two: the writer and the reader) when OptimizeForPerformance."""
+LOW_MEMORY_CACHE_KIB: Final = 2048
+"""Page cache per connection in low-memory mode (docs/architecture.md §6)."""
 _MAX_ID: Final = (1 << 63) - 1
 _IN_CHUNK: Final = 500
 """Keys per ``IN (...)`` query, well under SQLITE_MAX_VARIABLE_NUMBER (999 on old builds)."""
@@ -81,7 +85,7 @@ class SqliteKeyValue:
         self.path = path
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
-        cache_kib = 2048 if low_memory else 65536
+        cache_kib = LOW_MEMORY_CACHE_KIB if low_memory else DEFAULT_CACHE_KIB
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
@@ -128,6 +132,9 @@ class SqliteKeyValue:
     def _connect(uri: str, cache_kib: int) -> sqlite3.Connection:
         connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         connection.execute(f"PRAGMA cache_size=-{cache_kib}")
+        # No memory-mapped reads in either mode: through mmap a disk read error is a SIGBUS that
+        # kills the hub, where read() gives an error the store reports (SQLITE_IOERR).
+        connection.execute("PRAGMA mmap_size=0")
         connection.execute("PRAGMA busy_timeout=0")
         return connection
 

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from edgehub.tls import key_usage
+from edgehub.certificates import key_usage
 
 
 @dataclass(frozen=True, slots=True)

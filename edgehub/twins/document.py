@@ -195,6 +195,19 @@ def merge_patch(document: Mapping[str, Any], patch: Mapping[str, Any]) -> JsonOb
     return merged
 
 
+def combine_patches(first: Mapping[str, Any], second: Mapping[str, Any]) -> JsonObject:
+    """One patch with the effect of ``first`` then ``second`` (JSON merge patches; a null is kept,
+    so the combined patch still removes that key)."""
+    merged = dict(first)
+    for key, value in second.items():
+        previous = merged.get(key)
+        if isinstance(value, dict) and isinstance(previous, dict):
+            merged[key] = combine_patches(previous, value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def json_equal(left: object, right: object) -> bool:
     """Equality of decoded JSON values where true is not 1 (Python's ``==`` says it is)."""
     if isinstance(left, bool) or isinstance(right, bool):

@@ -84,6 +84,14 @@ class TwinService:
     def desired_version(self, identity: Identity) -> int:
         return self._record(identity.id).desired_version
 
+    def upstream_desired(self, identity: Identity) -> tuple[JsonObject, int] | None:
+        """The desired properties upstream gave ``identity`` (a copy, without ``$version``) and
+        their version; None while none arrived (standalone, or a first start offline)."""
+        record = self._record(identity.id)
+        if record.desired_source != "upstream":
+            return None
+        return copy_object(record.desired), record.desired_version
+
     def reported_version(self, identity: Identity) -> int:
         return self._record(identity.id).reported_version
 

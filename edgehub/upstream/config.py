@@ -6,14 +6,20 @@ A frozen value built once from Settings (``upstream_config``); no sockets, no cl
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from edgehub.message import Identity
 from edgehub.settings import Settings, UpstreamProtocol
 from edgehub.upstream.credentials import Credentials, SasCredentials, WorkloadCredentials
 from edgehub.upstream.proxy import HttpsProxy
+
+if TYPE_CHECKING:
+    from edgehub.workload import WorkloadClient
+
+log = logging.getLogger(__name__)
 
 WEBSOCKET_PATH: Final = "/$iothub/websocket"
 """Where IoT Hub (and this hub's HTTP head) serve MQTT over WebSocket."""
@@ -28,6 +34,9 @@ DEFAULT_KEEPALIVE: Final = 30
 PINGRESP follows within as long again (MQTT 3.1.1 §3.1.2.10); the Azure IoT C# SDK default is 300 s."""
 
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+AMQPS_PORT: Final = 5671
+AMQP_PORT: Final = 5672
+"""AMQP over TLS and plain (AMQP 1.0 §2.2; IoT Hub serves 5671 only)."""
 IOT_HUB_MAX_MESSAGE_BYTES: Final = 262_144
 """IoT Hub's device-to-cloud message limit (256 KiB)."""
 
@@ -77,6 +86,9 @@ class UpstreamConfig:
     transport: UpstreamTransport = UpstreamTransport.TCP
     tls: bool = True
     ca_file: Path | None = None
+    ca_pem: str | None = None
+    """More trust anchors, PEM: under the IoT Edge runtime its workload API's trust bundle (the edge
+    CA a parent edge hub's certificate is issued by), as edgeHub adds it to its trust store."""
     edge_device_id: str = ""
     """The device whose modules' inputs come down (``EdgeDeviceId``); the identity's device when empty."""
     websocket_path: str = WEBSOCKET_PATH
@@ -93,6 +105,8 @@ class UpstreamConfig:
     subscription_scope: SubscriptionScope = SubscriptionScope.AUTO
     proxy: HttpsProxy | None = None
     """The HTTP CONNECT proxy a WebSocket transport goes through (``https_proxy``, unless ``no_proxy``)."""
+    amqp: bool = False
+    """AMQP 1.0 rather than MQTT over the transport (``Amqp``, ``AmqpWs``); names the scheme of ``url``."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -122,9 +136,10 @@ class UpstreamConfig:
 
     @property
     def url(self) -> str:
-        """For log lines: ``mqtts://host:8883``, ``wss://host:443/$iothub/websocket``..."""
+        """For log lines: ``mqtts://host:8883``, ``amqps://host:5671``, ``wss://host:443/$iothub/websocket``..."""
         if self.transport is UpstreamTransport.TCP:
-            return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+            scheme = "amqp" if self.amqp else "mqtt"
+            return f"{scheme}{'s' if self.tls else ''}://{self.host}:{self.port}"
         return f"{'wss' if self.tls else 'ws'}://{self.host}:{self.port}{self.websocket_path}"
 
     @property
@@ -139,10 +154,10 @@ def upstream_config(settings: Settings) -> UpstreamConfig | None:
 
     Credentials: the connection string's key when it is set; else, under the IoT Edge runtime,
     tokens signed by the workload API for ``{IOTEDGE_DEVICEID}/{IOTEDGE_MODULEID}`` on
-    ``IOTEDGE_IOTHUBHOSTNAME``. ``Amqp``/``AmqpWs`` map to ``Mqtt``/``MqttWs`` until the AMQP link
-    exists (the factory warns). With ``GatewayHostName`` (the setting, else the connection
-    string's) the link connects to that parent on the protocol's default port; otherwise to
-    HostName, on its ``:port`` if given.
+    ``IOTEDGE_IOTHUBHOSTNAME``. ``Mqtt`` and ``Amqp`` are TCP transports (8883, AMQP's 5671),
+    ``MqttWs`` and ``AmqpWs`` WebSocket ones (443). With ``GatewayHostName`` (the setting, else the
+    connection string's) the link connects to that parent on the protocol's default port; otherwise
+    to HostName, on its ``:port`` if given.
     """
     connection = settings.connection_string
     if connection is None and settings.workload_uri is None:
@@ -152,14 +167,18 @@ def upstream_config(settings: Settings) -> UpstreamConfig | None:
         if settings.upstream_protocol in (UpstreamProtocol.MQTT_WS, UpstreamProtocol.AMQP_WS)
         else UpstreamTransport.TCP
     )
+    default_port = transport.default_port(settings.upstream_tls)
+    if settings.upstream_protocol is UpstreamProtocol.AMQP:
+        default_port = AMQPS_PORT if settings.upstream_tls else AMQP_PORT
     gateway = settings.gateway_hostname or (connection.gateway_hostname if connection else None)
     credentials: Credentials
+    ca_pem: str | None = None
     if gateway:
-        host, port = gateway, transport.default_port(settings.upstream_tls)
+        host, port = gateway, default_port
     elif connection is not None:
-        host, port = connection.hostname, connection.port or transport.default_port(settings.upstream_tls)
+        host, port = connection.hostname, connection.port or default_port
     else:
-        host, port = settings.iothub_hostname, transport.default_port(settings.upstream_tls)
+        host, port = settings.iothub_hostname, default_port
     if connection is not None:
         credentials = SasCredentials(
             settings.iothub_hostname,
@@ -175,6 +194,7 @@ def upstream_config(settings: Settings) -> UpstreamConfig | None:
             settings.iothub_hostname, Identity(settings.edge_device_id, settings.module_id),
             workload_signer(client),
         )
+        ca_pem = _trust_bundle(client)
     # IoT Hub closes the connection on a larger message, which would then be retried forever;
     # any other parent gets what the hub itself accepts (maxMessageSizeBytes).
     limit = IOT_HUB_MAX_MESSAGE_BYTES if host.lower().endswith(IOT_HUB_SUFFIXES) else None
@@ -185,10 +205,24 @@ def upstream_config(settings: Settings) -> UpstreamConfig | None:
         transport=transport,
         tls=settings.upstream_tls,
         ca_file=settings.upstream_ca_file,
+        ca_pem=ca_pem,
         edge_device_id=settings.edge_device_id,
         ack_timeout=settings.message_ack_timeout_secs,
         max_batch_size=settings.max_upstream_batch_size,
         fan_out=settings.upstream_fan_out_factor,
         max_message_bytes=limit or settings.max_message_size_bytes,
+        amqp=settings.upstream_protocol in (UpstreamProtocol.AMQP, UpstreamProtocol.AMQP_WS),
     )
 
+
+def _trust_bundle(client: WorkloadClient) -> str | None:
+    """The workload API's trust bundle, or None (with a warning: the system CAs and
+    ``UpstreamCaFile`` still serve, enough for a cloud IoT hub) when it cannot be read."""
+    from edgehub.workload import WorkloadError
+
+    try:
+        return client.trust_bundle()
+    except WorkloadError as exc:
+        log.warning("upstream: no trust bundle from the workload API (%s); trusting the system CAs "
+                    "and UpstreamCaFile only", exc)
+        return None

@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from edgehub.clock import Clock
 from edgehub.errors import ConfigError
@@ -20,33 +20,33 @@ from edgehub.upstream.mqtt import ConnectionFactory, MqttUpstream
 from edgehub.upstream.native import NativeMqttConnection
 from edgehub.upstream.proxy import bypasses_proxy, no_proxy_from_environment, proxy_from_environment
 
+if TYPE_CHECKING:  # proton is imported only when an AMQP upstream is configured
+    from edgehub.upstream.amqp import AmqpUpstream
+
 log = logging.getLogger(__name__)
 
-_MQTT_STAND_IN: Final = {
-    UpstreamProtocol.AMQP: UpstreamProtocol.MQTT,
-    UpstreamProtocol.AMQP_WS: UpstreamProtocol.MQTT_WS,
-}
+_AMQP: Final = (UpstreamProtocol.AMQP, UpstreamProtocol.AMQP_WS)
 
 
 def create_upstream(
     settings: Settings, clock: Clock, environ: Mapping[str, str] | None = None,
-) -> MqttUpstream | None:
+) -> MqttUpstream | AmqpUpstream | None:
     """The upstream link, or None without ``EdgeHubConnectionString`` (the hub runs standalone).
 
-    ``Amqp``/``AmqpWs`` are not implemented yet: a warning, then ``Mqtt``/``MqttWs`` to the same parent.
-    A WebSocket link goes through the proxy of ``https_proxy`` (``environ``, default the process
-    environment) unless ``no_proxy`` exempts the parent; a malformed proxy URL is a ConfigError.
+    ``Mqtt``/``MqttWs``: MqttUpstream; ``Amqp``/``AmqpWs``: AmqpUpstream (edgehub.upstream.amqp_factory;
+    ``Amqp`` falls back to AMQP over WebSocket when its TLS port is unreachable). A WebSocket link goes
+    through the proxy of ``https_proxy`` (``environ``, default the process environment) unless
+    ``no_proxy`` exempts the parent; a malformed proxy URL is a ConfigError.
     """
     config = upstream_config(settings)
     if config is None:
         return None
-    stand_in = _MQTT_STAND_IN.get(settings.upstream_protocol)
-    if stand_in is not None:
-        log.warning(
-            "UpstreamProtocol=%s is not implemented yet; using %s to %s",
-            settings.upstream_protocol.value, stand_in.value, config.url,
-        )
-    config = with_proxy(config, os.environ if environ is None else environ)
+    env = os.environ if environ is None else environ
+    config = with_proxy(config, env)
+    if settings.upstream_protocol in _AMQP:
+        from edgehub.upstream.amqp_factory import create_amqp_upstream
+
+        return create_amqp_upstream(settings, config, clock, lambda fallback: with_proxy(fallback, env))
     return MqttUpstream(config, clock, connection_factory=connection_factory_for(config.transport))
 
 

@@ -18,6 +18,7 @@ from edgehub.upstream.config import UpstreamConfig, UpstreamTransport
 from edgehub.upstream.http1 import HttpHeadError, ResponseHead, parse_response_head
 from edgehub.upstream.proxy import HttpsProxy
 from edgehub.upstream.websocket import (
+    MQTT_SUBPROTOCOL,
     WebSocketClient,
     WebSocketError,
     check_upgrade,
@@ -28,13 +29,15 @@ from edgehub.upstream.websocket import (
 log = logging.getLogger(__name__)
 
 
-def tls_context(ca_file: Path | None) -> ssl.SSLContext:
-    """System CAs plus ``UpstreamCaFile``, TLS 1.2 or later (IoT Hub requires it), host names checked.
-    Reads files: call it off the loop."""
+def tls_context(ca_file: Path | None, ca_pem: str | None = None) -> ssl.SSLContext:
+    """System CAs plus ``UpstreamCaFile`` and ``ca_pem`` (the IoT Edge trust bundle), TLS 1.2 or
+    later (IoT Hub requires it), host names checked. Reads files: call it off the loop."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if ca_file is not None:
         context.load_verify_locations(cafile=ca_file)
+    if ca_pem:
+        context.load_verify_locations(cadata=ca_pem)
     return context
 
 
@@ -99,9 +102,11 @@ class _HandshakeReader(asyncio.Protocol):
         return data
 
 
-async def open_stream(config: UpstreamConfig, protocol: asyncio.Protocol) -> OpenedStream:
+async def open_stream(config: UpstreamConfig, protocol: asyncio.Protocol, *,
+                      subprotocol: str = MQTT_SUBPROTOCOL) -> OpenedStream:
     """Connect as ``config`` says and hand the transport to ``protocol`` (no ``connection_made`` call:
-    the caller takes the returned transport). EndpointUnavailable for every failure, ProxyRefusedError
+    the caller takes the returned transport); a WebSocket offers ``subprotocol`` (``mqtt``, or
+    ``AMQPWSB10`` for AMQP). EndpointUnavailable for every failure, ProxyRefusedError
     when the proxy refuses; the transport is closed then."""
     loop = asyncio.get_running_loop()
     proxy = config.proxy if config.transport is UpstreamTransport.WEBSOCKETS else None
@@ -110,7 +115,7 @@ async def open_stream(config: UpstreamConfig, protocol: asyncio.Protocol) -> Ope
         # Reading the system and UpstreamCaFile CAs is blocking file I/O: off the loop.
         context = None
         if config.tls or (proxy is not None and proxy.tls):
-            context = await loop.run_in_executor(None, tls_context, config.ca_file)
+            context = await loop.run_in_executor(None, tls_context, config.ca_file, config.ca_pem)
         async with asyncio.timeout(config.connect_timeout):
             if proxy is not None:
                 transport = await _through_proxy(config, proxy, reader, context)
@@ -119,7 +124,7 @@ async def open_stream(config: UpstreamConfig, protocol: asyncio.Protocol) -> Ope
                 transport = _transport_of(reader)
             websocket = None
             if config.transport is UpstreamTransport.WEBSOCKETS:
-                websocket = await _upgrade(config, transport, reader)
+                websocket = await _upgrade(config, transport, reader, subprotocol)
     except TimeoutError:
         _drop(reader)
         raise EndpointUnavailable(f"cannot connect to {config.url}: timed out") from None
@@ -176,12 +181,13 @@ async def _through_proxy(
 
 
 async def _upgrade(config: UpstreamConfig, transport: asyncio.Transport,
-                   reader: _HandshakeReader) -> WebSocketClient:
+                   reader: _HandshakeReader, subprotocol: str) -> WebSocketClient:
     key = new_key()
-    transport.write(upgrade_request(config.host, config.port, config.websocket_path, key, tls=config.tls))
+    transport.write(upgrade_request(config.host, config.port, config.websocket_path, key, tls=config.tls,
+                                    subprotocol=subprotocol))
     head = await reader.read_head(f"{config.url}")
     try:
-        check_upgrade(head, key)
+        check_upgrade(head, key, subprotocol)
     except WebSocketError as exc:
         raise EndpointUnavailable(f"{config.url}: {exc}") from None
     return WebSocketClient()

@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgehub.auth.sas import make_sas_token, sas_resource
 from edgehub.message import Identity
+from edgehub.tls import ensure_dev_certificates
 from tests.e2e.parts import key, upstream_env, wait_until
 from tests.hubproc import HubProcess, free_port, write_config
 
@@ -77,9 +78,10 @@ class TwinModule:
         self.client.loop_stop()
 
 
-@pytest.fixture
-def hubs(tmp_path: Path) -> Iterator[tuple[HubProcess, HubProcess, int]]:
-    """A standalone parent (MQTT + HTTPS) and a child whose upstream is the parent."""
+@pytest.fixture(params=["Mqtt", "Amqp", "Amqp-perIdentity"])
+def hubs(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[HubProcess, HubProcess, int]]:
+    """A standalone parent (MQTT, AMQP over TLS, HTTPS) and a child whose upstream is the parent,
+    over MQTT or AMQP (``UpstreamProtocol``)."""
     parent_config = write_config(
         tmp_path / "parent.json",
         {},
@@ -94,8 +96,11 @@ def hubs(tmp_path: Path) -> Iterator[tuple[HubProcess, HubProcess, int]]:
             {"deviceId": "parent", "moduleId": "caller", "primaryKey": key(CALLER.id)},
         ],
     )
-    parent_plain, https_port = free_port(), free_port()
+    parent_plain, https_port, amqp_port = free_port(), free_port(), free_port()
+    certificates = ensure_dev_certificates(tmp_path / "parent" / "data" / "certs", ["localhost"])
     parent_env = {
+        "amqpSettings__enabled": "true",
+        "amqpSettings__port": str(amqp_port),
         "EdgeDeviceId": "parent",
         "IotHubHostName": "localhost",
         "EdgeHubHostName": "localhost",
@@ -112,10 +117,18 @@ def hubs(tmp_path: Path) -> Iterator[tuple[HubProcess, HubProcess, int]]:
         ],
     )
     child_env = upstream_env(parent_plain, key("child"), device_id="child") | {"IotHubHostName": "localhost"}
+    if request.param.startswith("Amqp"):
+        child_env |= upstream_env(amqp_port, key("child"), device_id="child", tls=True, host="localhost") | {
+            "UpstreamProtocol": "Amqp", "UpstreamCaFile": str(certificates.ca_file),
+            "mqttSettings__plainPort": child_env["mqttSettings__plainPort"],
+            "mqttSettings__port": child_env["mqttSettings__port"]}
+    if request.param == "Amqp-perIdentity":  # each identity's links on its own CBS token, as toward IoT Hub
+        child_env["UpstreamIdentityMode"] = "perIdentity"
     with (
         HubProcess(tmp_path / "parent", parent_config, parent_env) as parent,
         HubProcess(tmp_path / "child", child_config, child_env) as child,
     ):
+        assert ("upstream: amqps://localhost:" in child.output) == request.param.startswith("Amqp")
         yield parent, child, https_port
 
 

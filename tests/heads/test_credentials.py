@@ -75,3 +75,14 @@ def test_the_authorizer_lets_a_child_hub_act_for_its_children(authenticator: Reg
     assert authenticator.may_publish(CHILD_HUB, "devices/leaf1/messages/events/")
     assert not authenticator.may_publish(Identity("sensor1"), "devices/leaf1/messages/events/")
     assert authenticator.may_subscribe(CHILD_HUB, "devices/+/messages/devicebound/#")
+
+
+def test_refused_credentials_are_told_so_the_hub_can_read_the_scope_again(clock: FakeClock) -> None:
+    registry = IdentityRegistry([IdentitySpec("sensor1", primary_key=KEY)], ["localhost"])
+    refused: list[None] = []
+    authenticator = RegistryAuthenticator(lambda: registry, clock, on_refused=lambda: refused.append(None))
+    newcomer, sensor = Identity("newcomer"), Identity("sensor1")
+    with pytest.raises(AuthError):
+        authenticator(connect(newcomer, token(newcomer, clock.time() + 600)))
+    authenticator(connect(sensor, token(sensor, clock.time() + 600)))
+    assert len(refused) == 1

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from edgehub.errors import StoreError
-from edgehub.store.kv import CHECKPOINTS, EXPIRY, MESSAGES, META, StoreCorruptError, WriteBatch
+from edgehub.store.kv import CHECKPOINTS, EXPIRY, MESSAGES, META, QUEUES, StoreCorruptError, WriteBatch
 from edgehub.store.memory import MemoryKeyValue, MemoryStore
 from edgehub.store.message_store import MessageStore
-from edgehub.store.records import RECORD_KEY_BYTES, U64
-from edgehub.testing.store_suite import HOUR, MODULE, NOW, UPSTREAM, item, to
+from edgehub.store.records import RECORD_KEY_BYTES, U64, decode_record_refs, queue_prefix
+from edgehub.testing.store_suite import HOUR, MODULE, NOW, UPSTREAM, bodies, item, to
 
 
 class CountingKeyValue(MemoryKeyValue):
@@ -146,3 +146,50 @@ def test_a_recent_message_is_still_expired_and_checkpointed_like_any_other() -> 
     store.checkpoint(UPSTREAM, long)
     assert store.read(UPSTREAM, 0, 10, NOW) == []
     assert short < long
+
+
+def test_the_recent_cache_keeps_the_newest_appends_across_batches_and_reclaims_either_kind() -> None:
+    kv = MultiGetCountingKeyValue()
+    store = MessageStore(kv, recent_messages=3)
+    ids = [store.append([item(f"m{n}".encode(), to(UPSTREAM, NOW + HOUR))])[0] for n in range(8)]
+    assert [q.message.body for q in store.read(UPSTREAM, ids[4], 10, NOW)] == [b"m5", b"m6", b"m7"]
+    assert kv.bodies_read == 0  # the last three appends, each from its own batch, are in memory
+    assert [q.message.body for q in store.read(UPSTREAM, 0, 5, NOW)] == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+    assert kv.bodies_read == 5  # the oldest ones were evicted first
+    store.checkpoint(UPSTREAM, ids[-1])
+    assert store.message_count() == 0
+    assert store.size_bytes() == 0
+    assert kv.scan(MESSAGES, b"", b"\xff", 100) == []
+    assert kv.scan(EXPIRY, b"", b"\xff", 100) == []
+
+
+def test_a_read_scans_no_more_queue_rows_than_it_returns_when_nothing_expired() -> None:
+    kv = CountingKeyValue()
+    store = MessageStore(kv)
+    store.append([item(bytes([n]), to(UPSTREAM, NOW + HOUR)) for n in range(200)])
+    assert [q.message.body for q in store.read(UPSTREAM, 0, 10, NOW)] == [bytes([n]) for n in range(10)]
+    assert kv.rows_scanned[QUEUES] == 10
+
+
+def test_a_read_past_a_run_of_expired_refs_still_returns_a_full_batch_in_order() -> None:
+    store = MessageStore(MemoryKeyValue())
+    store.append([item(b"old", to(UPSTREAM, NOW + 10)) for _ in range(150)])
+    store.append([item(bytes([n]), to(UPSTREAM, NOW + HOUR)) for n in range(30)])
+    assert [q.message.body for q in store.read(UPSTREAM, 0, 10, NOW + 10)] == [bytes([n]) for n in range(10)]
+    assert [q.message.body for q in store.read(UPSTREAM, 0, 100, NOW + 10)] == [bytes([n]) for n in range(30)]
+
+
+def test_items_sharing_one_delivery_object_get_their_own_queue_entries_and_expiry() -> None:
+    store = MemoryStore()
+    upstream, module = to(UPSTREAM, NOW + 10), to(MODULE, NOW + HOUR)  # shared, as Hub.ingest shares them
+    ids = store.append([item(bytes([n]), upstream if n % 3 else module) for n in range(9)])
+    assert bodies(store, UPSTREAM) == [bytes([n]) for n in range(9) if n % 3]
+    assert bodies(store, MODULE) == [b"\x00", b"\x03", b"\x06"]
+    for message_id, n in zip(ids, range(9), strict=True):
+        record = store.kv.get(MESSAGES, U64.pack(message_id))
+        assert record is not None
+        queue, expiry = (UPSTREAM, NOW + 10) if n % 3 else (MODULE, NOW + HOUR)
+        assert decode_record_refs(record) == [(queue_prefix(queue), expiry)]
+    assert store.expire(NOW + 10) == {UPSTREAM: 6}
+    assert store.message_count() == 3
+    assert bodies(store, MODULE, NOW + 10) == [b"\x00", b"\x03", b"\x06"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import logging
 from pathlib import Path
 
 import pytest
@@ -108,24 +107,27 @@ def test_without_a_connection_string_there_is_no_upstream_link() -> None:
 
 
 async def test_mqtt_settings_build_an_mqtt_link() -> None:
-    link = create_upstream(load_settings({"EdgeHubConnectionString": CONNECTION_STRING}), FakeClock())
+    settings = load_settings({"EdgeHubConnectionString": CONNECTION_STRING, "UpstreamProtocol": "Mqtt"})
+    link = create_upstream(settings, FakeClock())
     assert isinstance(link, MqttUpstream)
     assert link.endpoint.name == "$upstream"
     assert link.endpoint.max_batch_size == 100
 
 
-@pytest.mark.parametrize(("protocol", "transport"), [
-    ("Amqp", UpstreamTransport.TCP), ("AmqpWs", UpstreamTransport.WEBSOCKETS),
+@pytest.mark.parametrize(("protocol", "transport", "port"), [
+    ("Amqp", UpstreamTransport.TCP, 5671), ("AmqpWs", UpstreamTransport.WEBSOCKETS, 443),
 ])
-async def test_amqp_is_not_implemented_yet_so_mqtt_stands_in_with_a_warning(
-    protocol: str, transport: UpstreamTransport, caplog: pytest.LogCaptureFixture
+async def test_amqp_protocols_get_the_amqp_link_on_their_default_port(
+    protocol: str, transport: UpstreamTransport, port: int,
 ) -> None:
-    settings = load_settings({"EdgeHubConnectionString": CONNECTION_STRING, "UpstreamProtocol": protocol})
-    with caplog.at_level(logging.WARNING, logger="edgehub.upstream.factory"):
-        link = create_upstream(settings, FakeClock())
-    assert link is not None
+    from edgehub.upstream.amqp import AmqpUpstream
+
+    settings = load_settings({"EdgeHubConnectionString": CONNECTION_STRING, "UpstreamProtocol": protocol,
+                              "GatewayHostName": "parent.local"})
+    link = create_upstream(settings, FakeClock())
+    assert isinstance(link, AmqpUpstream)
     assert link.config.transport is transport
-    assert f"UpstreamProtocol={protocol} is not implemented yet" in caplog.text
+    assert link.config.port == port
 
 
 def test_mqtt_and_mqtt_ws_both_use_the_native_client() -> None:

@@ -7,19 +7,23 @@ With ``tcp=False`` it binds nothing and only serves MQTT over WebSocket for the 
 
 from __future__ import annotations
 
+import logging
 import ssl
 from dataclasses import dataclass
 from typing import Final
 
 from edgehub.clock import Clock
 from edgehub.heads.credentials import RegistryAuthenticator
-from edgehub.heads.mqtt.policy import SessionConfig
+from edgehub.heads.mqtt.generic import GenericTopics
+from edgehub.heads.mqtt.generic_auth import AnonymousAuthenticator, NoAnonymousIotHub
+from edgehub.heads.mqtt.policy import Authenticator, Authorizer, SessionConfig
 from edgehub.heads.mqtt.server import MqttServer, start_mqtt_server
 from edgehub.heads.mqtt.sessions import SessionStore
 from edgehub.heads.port import HubPort
 from edgehub.twins.port import ClientPresence, MethodPort, TwinPort
 
 LOOPBACK: Final = "127.0.0.1"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +47,12 @@ class MqttHead:
         self, config: MqttHeadConfig, auth: RegistryAuthenticator, ssl_context: ssl.SSLContext, clock: Clock,
         *, twins: TwinPort | None = None, methods: MethodPort | None = None,
         presence: ClientPresence | None = None, sessions: SessionStore | None = None,
+        generic: GenericTopics | None = None, allow_anonymous: bool = False,
     ) -> None:
         self.config = config
+        self._generic = generic
+        """Plain MQTT topics (mqttSettings__genericTopics); None: IoT Hub topics only."""
+        self._allow_anonymous = allow_anonymous
         self._sessions = sessions
         """Where persistent sessions outlive the process (None: memory only)."""
         self._twins = twins
@@ -61,12 +69,20 @@ class MqttHead:
         session = (
             SessionConfig(receive_maximum=128, outbound_window=32) if config.low_memory else SessionConfig()
         )
+        authenticator: Authenticator = self._auth
+        authorizer: Authorizer = self._auth
+        if self._generic is not None:
+            restored = self._generic.broker.restore(self._generic.wall_time())
+            log.info("MQTT generic broker: %d persistent sessions, %d retained messages restored",
+                     restored, self._generic.broker.retained_count)
+            authenticator = AnonymousAuthenticator(self._auth, allow_anonymous=self._allow_anonymous)
+            authorizer = NoAnonymousIotHub(self._auth)
         server = await start_mqtt_server(
-            hub, self._auth, authorizer=self._auth, host=config.host, port=config.tls_port,
+            hub, authenticator, authorizer=authorizer, host=config.host, port=config.tls_port,
             ssl_context=self._ssl, max_message_size=config.max_message_size,
             max_connected_clients=config.max_connected_clients, clock=self._clock, session_config=session,
             twins=self._twins, methods=self._methods, presence=self._presence, listen=config.tcp,
-            sessions=self._sessions,
+            sessions=self._sessions, generic=self._generic,
         )
         self._server = server
         if not config.tcp:

@@ -33,6 +33,8 @@ from edgehub.heads.mqtt.events import (
     TelemetryReceived,
     WillReady,
 )
+from edgehub.heads.mqtt.generic import GenericTopics
+from edgehub.heads.mqtt.generic_auth import ANONYMOUS_DEVICE, is_anonymous
 from edgehub.heads.mqtt.policy import Authenticator, Authorizer, SessionConfig
 from edgehub.heads.mqtt.service_link import ServiceLink
 from edgehub.heads.mqtt.session import MqttSession
@@ -159,6 +161,7 @@ class MqttConnection(asyncio.Protocol):
         self._sent: dict[int, tuple[_Delivery, int]] = {}
         self._deliveries: set[_Delivery] = set()
         self._services: ServiceLink | None = None
+        self._flush_scheduled = False
 
     # --- asyncio.Protocol --------------------------------------------------------------------
 
@@ -184,8 +187,9 @@ class MqttConnection(asyncio.Protocol):
             peer_certificates = (der,) if der else ()
         self.session = MqttSession(
             server.authenticator, server.table, server.now(), authorizer=server.authorizer,
-            config=server.session_config, peer_certificates=peer_certificates,
+            config=server.session_config, peer_certificates=peer_certificates, generic=server.generic,
         )
+        self.session.wake = self._schedule_flush
         server.attach_connection(self)
 
     def data_received(self, data: bytes) -> None:
@@ -259,7 +263,7 @@ class MqttConnection(asyncio.Protocol):
                 self._services = self._server.service_link(self)
                 self._counted = True
                 CONNECTED_CLIENTS.inc()
-                CLIENT_CONNECT_SUCCESS.labels(identity.id).inc()
+                CLIENT_CONNECT_SUCCESS.labels(_metric_id(identity)).inc()
                 if displaced is not None:
                     self._server.take_over(displaced)
             case DeliveryChanged(active=active):
@@ -277,7 +281,7 @@ class MqttConnection(asyncio.Protocol):
                 if self._counted:
                     self._counted = False
                     CONNECTED_CLIENTS.dec()
-                    CLIENT_DISCONNECT.labels(str(self.identity)).inc()
+                    CLIENT_DISCONNECT.labels(_metric_id(self.identity)).inc()
                 self._set_attached(False)
                 self._close_outbound()
                 if self._services is not None:
@@ -295,6 +299,17 @@ class MqttConnection(asyncio.Protocol):
 
     def flush(self) -> None:
         """Write what the session queued (also for the twin and method link)."""
+        self._flush()
+
+    def _schedule_flush(self) -> None:
+        """Generic delivery queued output from another connection's publish: write it once,
+        after that publish's turn (one write for a burst, not one per message)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
         self._flush()
 
     def _flush(self) -> None:
@@ -519,6 +534,14 @@ class _TlsListener:
         await asyncio.gather(self._accepting, return_exceptions=True)
 
 
+def _metric_id(identity: Identity | None) -> str:
+    """The ``id`` label: anonymous clients choose their client ids, so they share one label
+    (bounded metrics, as for refused CONNECTs)."""
+    if identity is None:
+        return "None"
+    return ANONYMOUS_DEVICE if is_anonymous(identity) else identity.id
+
+
 def _v5_properties(message: Message) -> Properties:
     system = message.system_properties
     content_type = system.get(SystemProperty.CONTENT_TYPE)
@@ -539,8 +562,11 @@ class MqttServer:
         session_config: SessionConfig, max_connected_clients: int, clock: Clock, limits: ServerLimits,
         twins: TwinPort | None = None, methods: MethodPort | None = None,
         presence: ClientPresence | None = None, sessions: SessionStore | None = None,
+        generic: GenericTopics | None = None,
     ) -> None:
         self.hub = hub
+        self.generic = generic
+        """Plain MQTT topics between local clients (mqttSettings__genericTopics); None: off."""
         self.presence: ClientPresence = presence or NoPresence()
         self.twins: TwinPort = twins or UnavailableTwins()
         self.methods: MethodPort = methods or UnavailableMethods()
@@ -701,6 +727,8 @@ class MqttServer:
                 for connection in list(self._connections.values()):
                     connection.tick(now)
                 self.table.expire(now)
+                if self.generic is not None:
+                    self.generic.tick()  # will delays, session expiry, expired queued messages
             except Exception:
                 log.exception("MQTT keep alive tick failed; ticking on")
 
@@ -734,7 +762,7 @@ async def start_mqtt_server(
     max_connected_clients: int = 1000, clock: Clock | None = None, authorizer: Authorizer | None = None,
     session_config: SessionConfig | None = None, limits: ServerLimits | None = None,
     twins: TwinPort | None = None, methods: MethodPort | None = None, presence: ClientPresence | None = None,
-    listen: bool = True, sessions: SessionStore | None = None,
+    listen: bool = True, sessions: SessionStore | None = None, generic: GenericTopics | None = None,
 ) -> MqttServer:
     """Listen for MQTT clients on every interface by default, as edgeHub (``port`` 0 picks a
     free one: see ``MqttServer.port``). ``listen=False`` opens no TCP listener: the server
@@ -744,6 +772,7 @@ async def start_mqtt_server(
         hub, authenticator, authorizer=authorizer, session_config=config,
         max_connected_clients=max_connected_clients, clock=clock or SystemClock(),
         limits=limits or ServerLimits(), twins=twins, methods=methods, presence=presence, sessions=sessions,
+        generic=generic,
     )
     if listen:
         await server.listen(host, port, ssl_context)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Final
 
 from edgehub.auth import authorize
@@ -27,6 +29,8 @@ from edgehub.heads.mqtt.events import (
     TelemetryReceived,
     WillReady,
 )
+from edgehub.heads.mqtt.generic import GenericFlow, GenericTopics, is_generic_filter
+from edgehub.heads.mqtt.generic_auth import is_anonymous
 from edgehub.heads.mqtt.policy import (
     Authenticated,
     Authenticator,
@@ -38,10 +42,11 @@ from edgehub.heads.mqtt.policy import (
 from edgehub.heads.mqtt.services import ServiceSubscriptions
 from edgehub.heads.mqtt.sessions import SessionState, SessionTable
 from edgehub.heads.mqtt.topics import DeliveryFilter, TelemetryParser, delivery_filter, is_valid_filter
+from edgehub.heads.mqtt.v5 import connack_properties, with_v5_properties
 from edgehub.iothub.twin_topics import PREFIX as SERVICE_PREFIX
 from edgehub.iothub.twin_topics import Feed, parse_request
 from edgehub.logs import RateLimitedLine, shown
-from edgehub.message import Identity, Message, SystemProperty
+from edgehub.message import Identity, Message
 from edgehub.mqtt.decode import Decoder
 from edgehub.mqtt.encode import encode, encode_publish
 from edgehub.mqtt.packets import (
@@ -60,6 +65,7 @@ from edgehub.mqtt.packets import (
     PubAck,
     PubComp,
     Publish,
+    PubRec,
     PubRel,
     ReasonCode,
     SubAck,
@@ -86,6 +92,8 @@ _HANDLERS: Final[dict[Phase, dict[type, str]]] = {
     Phase.CONNECTED: {
         PubAck: "_on_puback",
         PubRel: "_on_pubrel",
+        PubRec: "_on_pubrec",
+        PubComp: "_on_pubcomp",
         Subscribe: "_on_subscribe",
         Unsubscribe: "_on_unsubscribe",
         PingReq: "_on_pingreq",
@@ -109,9 +117,14 @@ class MqttSession:
     def __init__(
         self, authenticator: Authenticator, table: SessionTable, now: float, *,
         authorizer: Authorizer | None = None, config: SessionConfig | None = None,
-        peer_certificates: tuple[bytes, ...] = (),
+        peer_certificates: tuple[bytes, ...] = (), generic: GenericTopics | None = None,
     ) -> None:
         self.config = config or SessionConfig()
+        self._generic_topics = generic
+        self._generic: GenericFlow | None = None
+        """Plain MQTT topics (mqttSettings__genericTopics), once connected; None: IoT Hub only."""
+        self.wake: Callable[[], None] = _nothing
+        """Set by the server: output was queued outside receive_data / tick (generic delivery)."""
         self._authenticate = authenticator
         self._authorizer: Authorizer = authorizer or OwnTopicsAuthorizer()
         self._table = table
@@ -148,6 +161,7 @@ class MqttSession:
         self._client_max_packet: int | None = None
         self._delivery: list[DeliveryFilter] = []
         self._services: ServiceSubscriptions | None = None
+        self._assigned_client_id: str | None = None
 
     # --- public API ----------------------------------------------------------------------------
 
@@ -282,6 +296,38 @@ class MqttSession:
         self._out.append(wire)
         return True
 
+    # --- for the generic-topics flow (edgehub.heads.mqtt.generic) ------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self.phase is Phase.CONNECTED
+
+    @property
+    def client_max_packet(self) -> int | None:
+        return self._client_max_packet
+
+    def send(self, wire: bytes) -> None:
+        self._out.append(wire)
+
+    def fail(self, reason_code: int, detail: str) -> None:
+        self._fail(reason_code, detail)
+
+    def reserve_packet_id(self) -> int:
+        """A packet id for an outbound QoS 1/2 PUBLISH, counted in the in-flight window."""
+        packet_id = self._allocate_packet_id()
+        self._inflight.add(packet_id)
+        return packet_id
+
+    def claim_packet_id(self, packet_id: int) -> bool:
+        """Reuse ``packet_id`` (a resend after reconnect); False when it is in use already."""
+        if packet_id in self._inflight:
+            return False
+        self._inflight.add(packet_id)
+        return True
+
+    def release_packet_id(self, packet_id: int) -> None:
+        self._inflight.discard(packet_id)
+
     # --- dispatch ------------------------------------------------------------------------------
 
     def _take_events(self) -> list[Event]:
@@ -321,6 +367,10 @@ class MqttSession:
     def _on_connect(self, packet: Connect, now: float) -> None:
         v5 = packet.protocol_level == MQTT_5
         self.version = MQTT_5 if v5 else MQTT_311
+        if not packet.client_id and self._generic_topics is not None and (v5 or packet.clean_start):
+            # [MQTT-3.1.3-6] (3.1.1, clean session) / MQTT 5 §3.2.2.3.7: the server assigns one.
+            packet = replace(packet, client_id=f"auto-{uuid.uuid4().hex}")
+            self._assigned_client_id = packet.client_id
         refusal = self._connect_refusal(packet)
         if refusal is None:
             try:
@@ -336,7 +386,8 @@ class MqttSession:
                            ConnectReturnCode.NOT_AUTHORIZED)
             else:
                 identity = proof.identity if isinstance(proof, Authenticated) else proof
-                if self.config.require_client_id_match and packet.client_id != identity.id:
+                if (self.config.require_client_id_match and packet.client_id != identity.id
+                        and not is_anonymous(identity)):
                     refusal = (ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, ConnectReturnCode.IDENTIFIER_REJECTED)
                 else:
                     refusal = self._open(packet, identity, now)
@@ -388,10 +439,13 @@ class MqttSession:
         if packet.will is not None:
             self._will = self._will_message(packet)
         self.phase = Phase.CONNECTED
-        self._out.append(encode(ConnAck(opened.present, 0, self._connack_properties(packet, expiry)),
-                                self.version))
+        props = connack_properties(self.config, packet, expiry, generic=self._generic_topics is not None,
+                                   assigned_client_id=self._assigned_client_id)
+        self._out.append(encode(ConnAck(opened.present, 0, props), self.version))
         displaced = opened.displaced if isinstance(opened.displaced, MqttSession) else None
         self._events.append(Connected(identity, packet.client_id, opened.present, self.version, displaced))
+        if self._generic_topics is not None:
+            self._generic = self._generic_topics.flow(self, packet, identity, opened.present)
         self._delivery = [
             f for f in (delivery_filter(identity, t) for t in opened.state.subscriptions) if f is not None
         ]
@@ -404,31 +458,18 @@ class MqttSession:
                 self._events.append(FeedChanged(granted[0], granted[1], True))
         return None
 
-    def _connack_properties(self, packet: Connect, expiry: int) -> Properties:
-        if packet.protocol_level != MQTT_5:
-            return NO_PROPERTIES
-        requested = packet.properties.session_expiry_interval or 0
-        config = self.config
-        return Properties(
-            session_expiry_interval=expiry if expiry != requested else None,
-            receive_maximum=config.receive_maximum,
-            topic_alias_maximum=config.topic_alias_maximum or None,
-            retain_available=0,
-            maximum_packet_size=config.max_packet_size,
-            subscription_identifier_available=0,
-            shared_subscription_available=0,
-        )
-
     def _will_message(self, packet: Connect) -> Message | None:
         will = packet.will
         if will is None or self._parser is None:
             return None
         entry = self._parser.properties_of(will.topic)
+        if entry is None and self._generic_topics is not None and is_generic_filter(will.topic):
+            return None  # a generic will: the generic flow keeps it
         if entry is None:
             log.info("MQTT will of %s on %r ignored: not a telemetry topic of the client",
                      shown(packet.client_id), shown(will.topic, 128))
             return None
-        return _with_v5_properties(Message(will.payload, entry[0], entry[1]), will.properties)
+        return with_v5_properties(Message(will.payload, entry[0], entry[1]), will.properties)
 
     # --- inbound PUBLISH -----------------------------------------------------------------------
 
@@ -455,7 +496,7 @@ class MqttSession:
             return  # twin and method requests never reach the telemetry cache (unique $rid each)
         entry = self._properties_of(topic)  # parse + identity check + authorizer, cached per topic
         if entry is None:
-            self._refuse_publish(packet, topic, batch)
+            self._not_telemetry(packet, topic, batch, messages)
             return
         if qos == 1:
             if batch.kinds is None:
@@ -468,11 +509,13 @@ class MqttSession:
                 return  # a resend before PUBREL: acknowledge, do not store twice (MQTT 5 §4.3.3)
             self._awaiting_pubrel.add(packet.packet_id)
         message = Message(payload, entry[0], entry[1])
-        messages.append(message if props is NO_PROPERTIES else _with_v5_properties(message, props))
+        messages.append(message if props is NO_PROPERTIES else with_v5_properties(message, props))
 
     def _on_service_publish(self, packet: Publish, topic: str, batch: AckBatch) -> bool:
         """A twin GET / reported PATCH / method response: acked on receipt (in receive order),
         handed to the server as an event. False when it is not one this client may make."""
+        if self._generic is not None and self._generic.anonymous:
+            return False  # no twin or method of its own: refused below like any IoT Hub topic
         request = parse_request(topic)
         services = self._services
         target = services.resolve(request) if request is not None and services is not None else None
@@ -491,7 +534,7 @@ class MqttSession:
     def _publish_topic(self, packet: Publish) -> str | None:
         """The topic of a PUBLISH off the fast path: MQTT 5 topic alias, empty topic, retain."""
         v5 = self.version == MQTT_5
-        if packet.retain and v5:
+        if packet.retain and v5 and self._generic is None:
             self._fail(ReasonCode.RETAIN_NOT_SUPPORTED, "retain not available")  # MQTT 5 §3.2.2.3.5
             return None
         if v5:
@@ -519,6 +562,11 @@ class MqttSession:
         if known is None:
             self._fail(ReasonCode.PROTOCOL_ERROR, "unknown topic alias")
         return known
+
+    def _not_telemetry(self, packet: Publish, topic: str, batch: AckBatch, messages: list[Message]) -> None:
+        """A generic topic for the generic flow (when on); else refused."""
+        if self._generic is None or not self._generic.on_publish(packet, topic, batch, messages):
+            self._refuse_publish(packet, topic, batch)
 
     def _refuse_publish(self, packet: Publish, topic: str, batch: AckBatch) -> None:
         """A publish as another identity or outside the telemetry scheme (docs/architecture.md §4)."""
@@ -553,11 +601,15 @@ class MqttSession:
             self._out.append(done.encode(self.version))
 
     def _on_puback(self, packet: PubAck, now: float) -> None:
+        if self._generic is not None and self._generic.on_puback(packet.packet_id):
+            return
         if packet.packet_id in self._inflight:
             self._inflight.discard(packet.packet_id)
             self._events.append(PublishAcked(packet.packet_id, packet.reason_code))
 
     def _on_pubrel(self, packet: PubRel, now: float) -> None:
+        if self._generic is not None and self._generic.on_pubrel(packet.packet_id):
+            return
         if packet.packet_id in self._awaiting_pubrel:
             self._awaiting_pubrel.discard(packet.packet_id)
             self._out.append(encode(PubComp(packet.packet_id), self.version))
@@ -565,6 +617,15 @@ class MqttSession:
             # MQTT 5 §3.7.2.1: 0x92 Packet Identifier not found; 3.1.1 just completes the flow.
             self._out.append(encode(PubComp(packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND),
                                     self.version))
+
+    def _on_pubrec(self, packet: PubRec, now: float) -> None:
+        """Outbound QoS 2 is the generic flow's alone (IoT Hub deliveries go at QoS 1)."""
+        if self._generic is None or not self._generic.on_pubrec(packet.packet_id, packet.reason_code):
+            self._fail(ReasonCode.PROTOCOL_ERROR, "PUBREC for no QoS 2 PUBLISH")
+
+    def _on_pubcomp(self, packet: PubComp, now: float) -> None:
+        if self._generic is None or not self._generic.on_pubcomp(packet.packet_id):
+            self._fail(ReasonCode.PROTOCOL_ERROR, "PUBCOMP for no QoS 2 PUBLISH")
 
     def _allocate_packet_id(self) -> int:
         packet_id = self._next_packet_id
@@ -576,17 +637,26 @@ class MqttSession:
     # --- SUBSCRIBE / UNSUBSCRIBE ---------------------------------------------------------------
 
     def _on_subscribe(self, packet: Subscribe, now: float) -> None:
-        if packet.properties.subscription_identifiers:
+        sub_ids = packet.properties.subscription_identifiers
+        if sub_ids and self._generic is None:
             self._fail(ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED, "subscription identifiers")
             return
         assert self.state is not None
         assert self.identity is not None
         before = set(self._delivery)
         granted_before = dict(self.state.subscriptions)
-        codes = [self._grant(sub.topic_filter, sub.qos) for sub in packet.subscriptions]
+        generic = self._generic
+        codes = [
+            generic.grant(sub, sub_ids[0] if sub_ids else None)
+            if generic is not None and is_generic_filter(sub.topic_filter)
+            else self._grant(sub.topic_filter, sub.qos)
+            for sub in packet.subscriptions
+        ]
         if self.state.subscriptions != granted_before:
             self._table.changed(self.state)  # kept before the SUBACK goes out (a persistent session)
         self._out.append(encode(SubAck(packet.packet_id, tuple(codes)), self.version))
+        if generic is not None:
+            generic.release()  # retained messages for the new subscriptions, after the SUBACK
         self._delivery = [
             f for f in (delivery_filter(self.identity, t) for t in self.state.subscriptions) if f is not None
         ]
@@ -606,6 +676,8 @@ class MqttSession:
         if topic_filter.startswith("$share/"):
             return ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED if v5 else SUBACK_FAILURE_311
         if topic_filter.startswith(SERVICE_PREFIX):
+            if self._generic is not None and self._generic.anonymous:
+                return ReasonCode.NOT_AUTHORIZED if v5 else SUBACK_FAILURE_311
             return self._grant_feed(topic_filter, qos)
         # Only what this head can deliver: the identity's own inputs / devicebound topics; a child
         # edge hub also gets its children's filters granted (so it keeps them instead of falling
@@ -638,13 +710,17 @@ class MqttSession:
         assert self.state is not None
         codes = []
         for topic_filter in packet.topic_filters:
+            if self._generic is not None and is_generic_filter(topic_filter):
+                codes.append(ReasonCode.SUCCESS if self._generic.unsubscribe(topic_filter)
+                             else ReasonCode.NO_SUBSCRIPTION_EXISTED)
+                continue
             existed = self.state.subscriptions.pop(topic_filter, None) is not None
             removed = self._services.remove(topic_filter) if self._services is not None else None
             if removed is not None and not self._services_has(*removed):
                 self._events.append(FeedChanged(removed[0], removed[1], False))
             codes.append(ReasonCode.SUCCESS if existed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
         if ReasonCode.SUCCESS in codes:
-            self._table.changed(self.state)
+            self._table.changed(self.state)  # (a generic filter's change is the broker's to keep)
         self._out.append(encode(UnsubAck(packet.packet_id, tuple(codes)), self.version))
         had_delivery = bool(self._delivery)
         self._delivery = [f for f in self._delivery if f.topic_filter in self.state.subscriptions]
@@ -702,6 +778,8 @@ class MqttSession:
                 self._events.append(WillReady(self._will))
             if self._delivery:
                 self._events.append(DeliveryChanged(False))
+            if self._generic is not None and self.state is not None:
+                self._generic.closed(publish_will, self.state.expiry_interval)
             if self.state is not None:
                 self._table.release(self.state, self, self._now)
         self._will = None
@@ -714,21 +792,5 @@ def _no_topics(topic: str) -> None:
     return None
 
 
-def _with_v5_properties(message: Message, props: Properties) -> Message:
-    """MQTT 5 PUBLISH properties onto the message: user properties become application
-    properties, Content Type and Correlation Data the matching system properties."""
-    if props is NO_PROPERTIES:
-        return message
-    app: Mapping[str, str] = message.properties
-    system: Mapping[str, str] = message.system_properties
-    if props.user_properties:
-        app = {**app, **dict(props.user_properties)}
-    extra: dict[str, str] = {}
-    if props.content_type is not None:
-        extra[SystemProperty.CONTENT_TYPE] = props.content_type
-    if props.correlation_data is not None:
-        extra[SystemProperty.CORRELATION_ID] = props.correlation_data.decode("utf-8", "replace")
-    if extra:
-        system = {**extra, **system}  # the property bag wins over the MQTT 5 property
-    return Message(message.body, app, system)
-
+def _nothing() -> None:
+    return None

@@ -14,7 +14,7 @@ from tests.hubproc import free_port
 
 SCRIPT = textwrap.dedent("""
     import asyncio, json, socket, sys, urllib.request
-    from edgehub.hub import assemble
+    from edgehub.assembly import assemble
     from edgehub.settings import load_settings
 
     async def main() -> None:

@@ -424,6 +424,8 @@ async def test_delivery_to_a_subscribed_module_input_counts_pubacks(
     clients.append(client)
     client.client.subscribe(INPUTS, 1)
     await wait_until(lambda: MODULE in hub.links, "attach on subscribe")
+    # the hub attaches while the SUBACK is on its way: paho's thread may not have read it yet
+    await wait_until(lambda: bool(client.subacks), "SUBACK at the client")
     assert client.subacks == [[1]]
     messages = [
         Message(b"m%d" % i, {"seq": str(i)}, {"messageId": f"id{i}", "connectionDeviceId": "edge"})
