@@ -21,7 +21,7 @@ from edgehub.hub import Hub, validate_config
 from edgehub.plugins import Head, UpstreamLink
 from edgehub.settings import Settings, UpstreamIdentityMode
 from edgehub.store.open import open_store
-from edgehub.tls import ensure_dev_certificates, server_ssl_context
+from edgehub.tls import dev_certificates, server_ssl_context
 from edgehub.upstream.config import SubscriptionScope
 from edgehub.upstream.device_scope import device_scope_for
 from edgehub.upstream.factory import create_upstream
@@ -151,7 +151,7 @@ def server_tls(settings: Settings, config: HubConfig) -> ssl.SSLContext:
         cert, key = fetch_server_certificate(client, settings.edgehub_hostname,
                                              settings.storage_folder / "certs")
     else:
-        dev = ensure_dev_certificates(
+        dev = dev_certificates(
             settings.storage_folder / "certs", [settings.edgehub_hostname, settings.iothub_hostname]
         )
         cert, key = dev.cert_file, dev.key_file

@@ -38,6 +38,8 @@ DEV_CA_VALIDITY: Final = timedelta(days=365)
 DEV_RENEW_BEFORE: Final = timedelta(days=14)
 # Backdate notBefore a little so a client whose clock runs slightly behind accepts the cert.
 _BACKDATE: Final = timedelta(minutes=5)
+ISSUE_TIMEOUT_SECS: Final = 120.0
+"""How long the child interpreter that issues dev certificates may take (key generation is fast)."""
 _LOOPBACK_NAME: Final = "localhost"
 _LOOPBACK_IP: Final = ipaddress.ip_address("127.0.0.1")
 _KEY_MODE: Final = 0o600
@@ -179,6 +181,26 @@ def ensure_dev_certificates(
     )
     assert ca is not None
     return DevCertificates(ca_file, ca_key_file, cert_file, key_file, expires_at, ca_expires_at=ca.not_after)
+
+
+def dev_certificates(folder: Path, hostnames: Sequence[str]) -> DevCertificates:
+    """As ``ensure_dev_certificates``, but what must be issued is issued by a child interpreter
+    (``python -m edgehub.tls``), so the hub never loads cryptography (about 10 MiB it would keep
+    for its whole life); in-process when the child cannot run."""
+    at = datetime.now(UTC)
+    names = _SubjectNames.requested(hostnames)
+    ca = _reusable_ca(folder / DEV_CA_FILE, folder / DEV_CA_KEY_FILE, at)
+    if ca is None or _reusable_server(folder / DEV_SERVER_CERT_FILE, folder / DEV_SERVER_KEY_FILE, ca,
+                                      names, at) is None:
+        import subprocess
+        import sys
+
+        try:
+            subprocess.run([sys.executable, "-m", "edgehub.tls", str(folder), *hostnames], check=True,
+                           timeout=ISSUE_TIMEOUT_SECS)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("dev certificates not issued by a child process (%s); issuing them here", exc)
+    return ensure_dev_certificates(folder, hostnames)
 
 
 def server_ssl_context(
@@ -359,3 +381,12 @@ def _tighten_key_mode(key_file: Path) -> None:
     if mode & ~_KEY_MODE:
         log.warning("private key %s had mode %o; setting %o", key_file, mode, _KEY_MODE)
         os.chmod(key_file, _KEY_MODE)
+
+
+if __name__ == "__main__":  # python -m edgehub.tls FOLDER HOSTNAME...: issue what dev_certificates needs
+    import sys
+
+    from edgehub.logs import configure_logging
+
+    configure_logging("info")
+    ensure_dev_certificates(Path(sys.argv[1]), sys.argv[2:])

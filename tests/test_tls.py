@@ -513,3 +513,22 @@ def test_without_cpythons_private_decoder_existing_certificates_are_still_reused
 
     assert ensure_dev_certificates(tmp_path, HOSTS, now=NOW + timedelta(days=1)) == first
     assert {p: p.read_bytes() for p in files} == files
+
+
+def test_dev_certificates_are_issued_by_a_child_and_this_process_never_loads_cryptography(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    probe = ("import sys; from pathlib import Path; from edgehub.tls import dev_certificates; "
+             "made = dev_certificates(Path(sys.argv[1]), ['hub.local']); "
+             "print(made.cert_file.exists(), made.key_file.exists(), 'cryptography' in sys.modules)")
+    first = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True,
+                           check=True, timeout=120)
+    assert first.stdout.split() == ["True", "True", "False"]
+    assert "dev server certificate created" in first.stderr  # the child's log line
+    again = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True,
+                           check=True, timeout=120)
+    assert again.stdout.split() == ["True", "True", "False"]
+    assert "created" not in again.stderr  # reused
