@@ -165,6 +165,12 @@ def _connection_string(value: object) -> ConnectionString:
     raise ValueError("must be a connection string")
 
 
+def _upstream_topic_template(text: str) -> str:
+    if text and ("+" in text or "#" in text or text.startswith("$") or "\x00" in text):
+        raise ValueError("must be a topic name (no + or #, not starting with $), {topic} allowed")
+    return text
+
+
 def _at_least_one(value: int) -> int:
     if value < 1:
         raise ValueError("must be greater than or equal to 1")
@@ -196,6 +202,12 @@ class MqttSettings:
     generic_topics: bool = setting(
         False, "genericTopics",
         "plain MQTT pub/sub between local clients on topics outside the IoT Hub scheme", as_bool,
+    )
+    generic_upstream_topic: str = setting(
+        "", "genericUpstreamTopic",
+        "with genericTopics and an MQTT upstream: the topic a generic message goes up on, {topic} standing "
+        "for its own (e.g. site1/{topic}); empty: its sender's telemetry topic with mqttTopic in the bag",
+        then(as_text, _upstream_topic_template), shown="—",
     )
     allow_anonymous: bool = setting(
         False, "allowAnonymous",
@@ -380,7 +392,8 @@ class Settings:
         if cast("str | None", self.edge_device_id) is None:
             object.__setattr__(self, "edge_device_id", connection.device_id if connection else "edge")
         # Checks across fields run only once every field is valid.
-        refuse([*_certificate_pair_problems(self), *_port_clash_problems(self), *_workload_problems(self)])
+        refuse([*_certificate_pair_problems(self), *_port_clash_problems(self), *_workload_problems(self),
+                *_generic_problems(self)])
 
 
 def _certificate_pair_problems(settings: Settings) -> Iterator[Problem]:
@@ -388,6 +401,14 @@ def _certificate_pair_problems(settings: Settings) -> Iterator[Problem]:
         yield "ServerPrivateKeyFile", "required when ServerCertificateFile is set"
     if settings.server_private_key_file is not None and settings.server_certificate_file is None:
         yield "ServerCertificateFile", "required when ServerPrivateKeyFile is set"
+
+
+def _generic_problems(settings: Settings) -> Iterator[Problem]:
+    if settings.mqtt.generic_upstream_topic and not settings.mqtt.generic_topics:
+        yield "mqttSettings__genericUpstreamTopic", "has no effect without mqttSettings__genericTopics=true"
+    if settings.mqtt.generic_upstream_topic and settings.upstream_protocol.value.startswith("Amqp"):
+        yield ("mqttSettings__genericUpstreamTopic",
+               "applies to an MQTT upstream (UpstreamProtocol Mqtt or MqttWs)")
 
 
 def _workload_problems(settings: Settings) -> Iterator[Problem]:

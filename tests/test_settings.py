@@ -376,6 +376,7 @@ DOCUMENTED_VARIABLES = [
     "mqttSettings__port",
     "mqttSettings__plainPort",
     "mqttSettings__genericTopics",
+    "mqttSettings__genericUpstreamTopic",
     "mqttSettings__allowAnonymous",
     "mqttSettings__maxQueuedMessagesPerSession",
     "amqpSettings__port",

@@ -89,6 +89,9 @@ class UpstreamConfig:
     ca_pem: str | None = None
     """More trust anchors, PEM: under the IoT Edge runtime its workload API's trust bundle (the edge
     CA a parent edge hub's certificate is issued by), as edgeHub adds it to its trust store."""
+    generic_topic: str = ""
+    """``mqttSettings__genericUpstreamTopic``: the upstream topic of generic MQTT messages ("" = as
+    their sender's telemetry)."""
     edge_device_id: str = ""
     """The device whose modules' inputs come down (``EdgeDeviceId``); the identity's device when empty."""
     websocket_path: str = WEBSOCKET_PATH
@@ -206,6 +209,7 @@ def upstream_config(settings: Settings) -> UpstreamConfig | None:
         tls=settings.upstream_tls,
         ca_file=settings.upstream_ca_file,
         ca_pem=ca_pem,
+        generic_topic=settings.mqtt.generic_upstream_topic if settings.mqtt.generic_topics else "",
         edge_device_id=settings.edge_device_id,
         ack_timeout=settings.message_ack_timeout_secs,
         max_batch_size=settings.max_upstream_batch_size,

@@ -91,11 +91,13 @@ class UpstreamEndpoint:
         max_message_bytes: int = 262_144,
         max_in_flight_bytes: int = 262_144 * 10,
         on_ack_timeout: Callable[[PublishChannel], None] = lambda channel: None,
+        generic_topic: str = "",
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self._clock = clock
         self._default_sender = default_sender
+        self._generic_topic = generic_topic
         self._max_batch_size = max_batch_size
         self._ack_timeout = ack_timeout
         self._max_message_bytes = max_message_bytes
@@ -186,7 +188,7 @@ class UpstreamEndpoint:
                         queued.id, len(message.body), self._max_message_bytes,
                     )
                     return acks, True
-                topic = upstream_topic(message, self._default_sender)
+                topic = upstream_topic(message, self._default_sender, self._generic_topic)
                 size = len(topic) + len(message.body)
                 if not self._window.try_acquire(size) and not await self._within_ack_timeout(
                     asyncio.ensure_future(self._window.acquire(size))

@@ -102,6 +102,7 @@ class MqttUpstream:
             max_message_bytes=config.max_message_bytes,
             max_in_flight_bytes=config.max_in_flight_bytes,
             on_ack_timeout=self._ack_timed_out,
+            generic_topic=config.generic_topic,
         )
         self.endpoint: Endpoint = self.upstream_endpoint
         """``$upstream`` for its EndpointPump (UpstreamLink.endpoint, typed as the protocol)."""

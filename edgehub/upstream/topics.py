@@ -9,15 +9,23 @@ from dataclasses import dataclass
 
 from edgehub.iothub.topics import parse_delivery_topic, telemetry_topic
 from edgehub.message import Identity, Message
+from edgehub.routing.route import MQTT_TOPIC
+
+GENERIC_TOPIC_PLACEHOLDER = "{topic}"
 
 
-def upstream_topic(message: Message, default_sender: Identity) -> str:
+def upstream_topic(message: Message, default_sender: Identity, generic_topic: str = "") -> str:
     """The telemetry topic of the message's ORIGINAL sender (``connectionDeviceId`` /
     ``connectionModuleId``), or of ``default_sender`` (the hub itself) when it has none.
 
     The bag carries no ``$.cdid``/``$.cmid``: the topic names the sender, and the parent
     (IoT Hub, or a parent hub that lets this hub act for its children) stamps them from it.
+    A generic MQTT message (one with ``mqttTopic``) goes up on ``generic_topic`` instead when
+    that is set (``mqttSettings__genericUpstreamTopic``, for a plain MQTT broker upstream), its
+    ``{topic}`` replaced by the message's own topic.
     """
+    if generic_topic and (topic := message.system_properties.get(MQTT_TOPIC)) is not None:
+        return generic_topic.replace(GENERIC_TOPIC_PLACEHOLDER, topic)
     sender = message.source or default_sender
     return telemetry_topic(sender, message.properties, message.system_properties)
 

@@ -33,6 +33,15 @@ def test_telemetry_without_a_sender_goes_out_as_the_hub_itself_with_a_trailing_s
     assert upstream_topic(Message(b"x"), EDGE) == "devices/edge1/modules/%24edgeHub/messages/events/"
 
 
+def test_a_generic_message_goes_up_on_the_configured_topic_with_its_own_topic_in_place() -> None:
+    generic = Message(b"21.5", {"mqttTopic": "factory/line1/temp"},
+                      {"mqttTopic": "factory/line1/temp", SystemProperty.CONNECTION_DEVICE_ID: "plc"})
+    assert upstream_topic(generic, EDGE, "site1/{topic}") == "site1/factory/line1/temp"
+    assert upstream_topic(generic, EDGE).startswith("devices/plc/messages/events/")  # not configured
+    telemetry = Message(b"x", system_properties={SystemProperty.CONNECTION_DEVICE_ID: "sensor1"})
+    assert upstream_topic(telemetry, EDGE, "site1/{topic}") == "devices/sensor1/messages/events/"
+
+
 def test_devicebound_topic_maps_to_the_devices_local_queue_with_its_properties() -> None:
     parsed = parse_downstream(
         "devices/leaf1/messages/devicebound/%24.mid=42&%24.to=%2Fdevices%2Fleaf1&iothub-ack=full&k=v",
