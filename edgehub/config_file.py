@@ -6,8 +6,6 @@ with a JSON path; must not parse route text (edgehub.routing does) nor read the 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import json
 import re
@@ -16,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from edgehub.auth.authorize import EDGE_HUB_MODULE
 from edgehub.auth.identities import IdentitySpec
 from edgehub.broker.acl import AclRule, parse_acl
+from edgehub.config_identities import identity_id_problem, parse_identities
 from edgehub.config_json import (
     JsonObject,
     NonFiniteNumberError,
@@ -32,15 +30,14 @@ from edgehub.config_json import (
     shown,
     unknown_keys,
 )
+from edgehub.config_store_forward import DEFAULT_TIME_TO_LIVE_SECS as DEFAULT_TIME_TO_LIVE_SECS
+from edgehub.config_store_forward import StoreAndForward, parse_store_and_forward
 from edgehub.errors import ConfigError
 from edgehub.message import Identity
 from edgehub.routing.spec import RouteSpec
 from edgehub.store.base import DEFAULT_PRIORITY, DrainOrder
 from edgehub.twins.document import check_document
 from edgehub.twins.port import TwinError
-
-DEFAULT_TIME_TO_LIVE_SECS: Final = 7200
-"""edgeHub's default ``storeAndForwardConfiguration.timeToLiveSecs``."""
 
 MAX_CONFIG_BYTES: Final = 16 * 1024 * 1024
 """A config file larger than this is refused rather than read into memory."""
@@ -50,8 +47,6 @@ SUPPORTED_SCHEMA_VERSIONS: Final = ("1.0", "1.1", "1.2", "1.3")
 
 _INT32_MAX: Final = 2**31 - 1
 _INT64_MAX: Final = 2**63 - 1
-_KEY_BYTES: Final = (16, 64)
-"""IoT Hub accepts symmetric keys of 16 to 64 bytes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +155,7 @@ def parse_config(document: object, source: str, base_dir: Path | None = None) ->
         raise ConfigError(report.problems)
     parsed = _desired_properties(desired, desired_path, in_manifest=desired is not root, report=report)
     module_desired = _module_desired(root, report) if desired is not root else {}
-    identities = _identities(root.get("identities"), "identities", base_dir, report)
+    identities = parse_identities(root.get("identities"), "identities", base_dir, report)
     identity_desired = _identity_desired(root.get("identities"), "identities", report)
     acl, acl_problems = parse_acl(root.get("acl"), "acl")
     for location, reason in acl_problems:
@@ -214,23 +209,6 @@ def with_desired_properties(base: HubConfig, desired: Mapping[str, object], sour
         schema_version=schema_version,
         warnings=base.warnings + tuple(report.warnings),
     )
-
-
-_ID_CHARACTERS: Final = re.compile(r"[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}")
-
-
-def identity_id_problem(text: str) -> str | None:
-    """Why ``text`` is not a valid IoT Hub device or module id, or None if it is one.
-
-    IoT Hub: up to 128 ASCII letters, digits and ``- . % _ * ? ! ( ) , : = @ $ '``; so never a
-    ``/`` (the device/module separator) nor an MQTT wildcard.
-    """
-    if _ID_CHARACTERS.fullmatch(text):
-        return None
-    return "must be 1 to 128 letters, digits or - . % _ * ? ! ( ) , : = @ $ '"
-
-
-# --- shapes -----------------------------------------------------------------------------------------
 
 
 def _manifest_content_key(root: Mapping[str, object]) -> str:
@@ -319,15 +297,7 @@ def _module_desired(root: Mapping[str, object], report: Report) -> dict[str, dic
     return found
 
 
-@dataclass(frozen=True, slots=True)
-class _StoreAndForward:
-    time_to_live_secs: int = DEFAULT_TIME_TO_LIVE_SECS
-    max_size_bytes: int | None = None
-    drain_order: DrainOrder = DrainOrder.FIFO
-    drain_order_by_endpoint: Mapping[str, DrainOrder] = field(default_factory=dict)
-
-
-_Desired = tuple[str, list[RouteSpec], _StoreAndForward]
+_Desired = tuple[str, list[RouteSpec], StoreAndForward]
 
 
 def _desired_properties(
@@ -335,12 +305,12 @@ def _desired_properties(
 ) -> _Desired:
     """schemaVersion, routes and storeAndForwardConfiguration of the edgeHub twin."""
     if desired is None:
-        return "1.1", [], _StoreAndForward()
+        return "1.1", [], StoreAndForward()
     schema_version, minor = _schema_version(
         desired.get("schemaVersion"), child_path(path, "schemaVersion"), report
     )
     routes = _routes(desired.get("routes"), child_path(path, "routes"), minor, report)
-    store_and_forward = _store_and_forward(
+    store_and_forward = parse_store_and_forward(
         desired.get("storeAndForwardConfiguration"), child_path(path, "storeAndForwardConfiguration"), report
     )
     for key in desired:
@@ -453,230 +423,4 @@ def _route_object(name: str, entry: Mapping[str, object], path: str, report: Rep
     return RouteSpec(name=name, text=text, priority=priority, time_to_live_secs=ttl)
 
 
-_STORE_AND_FORWARD_KEYS: Final = (
-    "timeToLiveSecs", "storeLimits", "maxStorageSpaceBytes", "drainOrder", "drainOrderByEndpoint",
-)
-
-
-def _store_and_forward(value: object, path: str, report: Report) -> _StoreAndForward:
-    """``timeToLiveSecs`` (default 7200), ``storeLimits.maxSizeBytes`` (default: no limit),
-    ``drainOrder`` (default fifo) and ``drainOrderByEndpoint`` (default: none)."""
-    if value is None:
-        return _StoreAndForward()
-    obj = json_object(value, path, report)
-    if obj is None:
-        return _StoreAndForward()
-    unknown_keys(obj, path, _STORE_AND_FORWARD_KEYS, report)
-    ttl = json_integer(
-        obj.get("timeToLiveSecs", DEFAULT_TIME_TO_LIVE_SECS),
-        child_path(path, "timeToLiveSecs"),
-        report,
-        low=1,
-        high=_INT32_MAX,
-        expected="a positive number of seconds (edgeHub's negative 'forever' is refused; give a big one)",
-    )
-    max_size = None
-    if "storeLimits" in obj:
-        max_size = _store_limits(obj["storeLimits"], child_path(path, "storeLimits"), report)
-    if "maxStorageSpaceBytes" in obj:
-        # edgeHub's earlier name for the same limit.
-        legacy_path = child_path(path, "maxStorageSpaceBytes")
-        if "storeLimits" in obj:
-            report.problem(legacy_path, "give storeLimits.maxSizeBytes only (this is its older name)")
-        else:
-            max_size = _size_limit(obj["maxStorageSpaceBytes"], legacy_path, report)
-    order = DrainOrder.FIFO
-    if "drainOrder" in obj:
-        order = _drain_order(obj["drainOrder"], child_path(path, "drainOrder"), report) or order
-    by_endpoint: dict[str, DrainOrder] = {}
-    if "drainOrderByEndpoint" in obj:
-        by_endpoint = _drain_orders_by_endpoint(
-            obj["drainOrderByEndpoint"], child_path(path, "drainOrderByEndpoint"), report,
-        )
-    return _StoreAndForward(DEFAULT_TIME_TO_LIVE_SECS if ttl is None else ttl, max_size, order, by_endpoint)
-
-
-_DRAIN_ORDERS: Final = {order.value.lower(): order for order in DrainOrder}
-_MODULE_INPUT: Final = re.compile(r"/?modules/([^/]+)/inputs/([^/]+)/?", re.IGNORECASE)
-_BROKERED_ENDPOINT: Final = re.compile(r'BrokeredEndpoint\(\s*"([^"]*)"\s*\)', re.IGNORECASE)
-
-
-def _drain_order(value: object, path: str, report: Report) -> DrainOrder | None:
-    """``fifo`` or ``newestFirst`` (any case, as edgeHub reads its enums)."""
-    order = _DRAIN_ORDERS.get(value.strip().lower()) if isinstance(value, str) else None
-    if order is None:
-        report.problem(path, f"must be \"fifo\" or \"newestFirst\" (got {kind_of(value)})")
-    return order
-
-
-def _drain_orders_by_endpoint(value: object, path: str, report: Report) -> dict[str, DrainOrder]:
-    """Endpoint → drain order; an endpoint is ``$upstream`` or a module input, written as
-    ``/modules/{m}/inputs/{i}`` or as in a route, ``BrokeredEndpoint("/modules/{m}/inputs/{i}")``."""
-    obj = json_object(value, path, report)
-    if obj is None:
-        return {}
-    found: dict[str, DrainOrder] = {}
-    for key, entry in obj.items():
-        location = child_path(path, key)
-        endpoint = _endpoint_name(key)
-        if endpoint is None:
-            report.problem(
-                location, 'unknown endpoint: expected $upstream or /modules/<module>/inputs/<input> '
-                '(or BrokeredEndpoint("/modules/<module>/inputs/<input>"))',
-            )
-            continue
-        order = _drain_order(entry, location, report)
-        if endpoint in found:
-            report.problem(location, f"names the endpoint {endpoint} a second time")
-        elif order is not None:
-            found[endpoint] = order
-    return found
-
-
-def _endpoint_name(key: str) -> str | None:
-    """The name the hub gives the endpoint's queues (as the route parser does), or None."""
-    text = key.strip()
-    if text.lower() == "$upstream":
-        return "$upstream"
-    brokered = _BROKERED_ENDPOINT.fullmatch(text)
-    module_input = _MODULE_INPUT.fullmatch(brokered.group(1).strip() if brokered else text)
-    if module_input is None:
-        return None
-    return f"/modules/{module_input.group(1)}/inputs/{module_input.group(2)}"
-
-
-def _store_limits(value: object, path: str, report: Report) -> int | None:
-    obj = json_object(value, path, report)
-    if obj is None:
-        return None
-    unknown_keys(obj, path, ("maxSizeBytes",), report)
-    if "maxSizeBytes" not in obj:
-        report.problem(child_path(path, "maxSizeBytes"), "missing: storeLimits needs maxSizeBytes")
-        return None
-    return _size_limit(obj["maxSizeBytes"], child_path(path, "maxSizeBytes"), report)
-
-
-def _size_limit(value: object, path: str, report: Report) -> int | None:
-    return json_integer(value, path, report, low=1, high=_INT64_MAX, expected="a positive number of bytes")
-
-
 # --- identities -------------------------------------------------------------------------------------
-
-_IDENTITY_KEYS: Final = ("deviceId", "moduleId", "primaryKey", "secondaryKey", "x509Thumbprint", "x509CaFile",
-                         "desiredProperties")
-_CREDENTIAL_KEYS: Final = ("primaryKey", "x509Thumbprint", "x509CaFile")
-_KEY_NAMES: Final = ("primaryKey", "secondaryKey")
-_THUMBPRINT: Final = re.compile(r"(?:[0-9a-f]{40}|[0-9a-f]{64})")
-
-
-def _identities(value: object, path: str, base_dir: Path | None, report: Report) -> list[IdentitySpec]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        report.problem(path, f"must be a list of identities (got {kind_of(value)})")
-        return []
-    identities: list[IdentitySpec] = []
-    first_seen: dict[Identity, int] = {}
-    for index, entry in enumerate(value):
-        location = f"{path}[{index}]"
-        spec = _identity(entry, location, base_dir, report)
-        if spec is None:
-            continue
-        if spec.identity in first_seen:
-            report.problem(location, f"duplicate of {path}[{first_seen[spec.identity]}] ({spec.identity})")
-            continue
-        first_seen[spec.identity] = index
-        identities.append(spec)
-    return identities
-
-
-def _identity(entry: object, path: str, base_dir: Path | None, report: Report) -> IdentitySpec | None:
-    """One ``{"deviceId", ["moduleId"], credentials...}`` entry; None when it has a problem."""
-    before = len(report.problems)
-    obj = json_object(entry, path, report)
-    if obj is None:
-        return None
-    unknown_keys(obj, path, _IDENTITY_KEYS, report)
-    device_id = _id(obj.get("deviceId"), child_path(path, "deviceId"), report)
-    module_id = _id(obj["moduleId"], child_path(path, "moduleId"), report) if "moduleId" in obj else None
-    if module_id is not None and module_id.startswith("$") and module_id != EDGE_HUB_MODULE:
-        # $edgeHub is a child edge hub connecting to this one (nested IoT Edge); other $ ids are reserved.
-        reason = f"ids starting with $ are reserved for system modules (only {EDGE_HUB_MODULE} is allowed)"
-        report.problem(child_path(path, "moduleId"), reason)
-    keys = {
-        name: _symmetric_key(obj[name], child_path(path, name), report) for name in _KEY_NAMES if name in obj
-    }
-    if "secondaryKey" in obj and "primaryKey" not in obj:
-        report.problem(child_path(path, "secondaryKey"), "given without primaryKey")
-    thumbprint = ca_file = None
-    if "x509Thumbprint" in obj:
-        thumbprint = _thumbprint(obj["x509Thumbprint"], child_path(path, "x509Thumbprint"), report)
-    if "x509CaFile" in obj:
-        ca_file = _ca_file(obj["x509CaFile"], child_path(path, "x509CaFile"), base_dir, report)
-    if not any(name in obj for name in _CREDENTIAL_KEYS):
-        report.problem(
-            path, f"has no credential: give {', '.join(_CREDENTIAL_KEYS[:-1])} or {_CREDENTIAL_KEYS[-1]}"
-        )
-    if len(report.problems) > before or device_id is None:
-        return None
-    return IdentitySpec(
-        device_id=device_id,
-        module_id=module_id,
-        primary_key=keys.get("primaryKey"),
-        secondary_key=keys.get("secondaryKey"),
-        x509_thumbprint=thumbprint,
-        x509_ca_file=ca_file,
-    )
-
-
-def _id(value: object, path: str, report: Report) -> str | None:
-    if value is None:
-        report.problem(path, "missing")
-        return None
-    if not isinstance(value, str):
-        report.problem(path, f"must be a string (got {kind_of(value)})")
-        return None
-    if (problem := identity_id_problem(value)) is not None:
-        report.problem(path, f"{problem} (got {shown(value)})")
-        return None
-    return value
-
-
-def _symmetric_key(value: object, path: str, report: Report) -> str | None:
-    """A base64 key of 16-64 bytes, as IoT Hub requires; its value never appears in a problem."""
-    if not isinstance(value, str):
-        report.problem(path, f"must be a base64 string (got {kind_of(value)})")
-        return None
-    try:
-        key = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        report.problem(path, "is not valid base64")
-        return None
-    low, high = _KEY_BYTES
-    if not low <= len(key) <= high:
-        report.problem(path, f"must decode to {low}-{high} bytes, as IoT Hub requires (got {len(key)})")
-        return None
-    return value
-
-
-def _thumbprint(value: object, path: str, report: Report) -> str | None:
-    """SHA-1 or SHA-256 hex digest; ``:`` and spaces are dropped and case folded to lower."""
-    normalized = value.replace(":", "").replace(" ", "").lower() if isinstance(value, str) else ""
-    if not _THUMBPRINT.fullmatch(normalized):
-        report.problem(path, f"must be a SHA-1 (40) or SHA-256 (64) hex digest (got {kind_of(value)})")
-        return None
-    return normalized
-
-
-def _ca_file(value: object, path: str, base_dir: Path | None, report: Report) -> str | None:
-    """A PEM file; a relative path is relative to the config file's folder."""
-    text = json_text(value, path, report)
-    if text is None:
-        return None
-    ca_path = Path(text)
-    if not ca_path.is_absolute() and base_dir is not None:
-        ca_path = base_dir / ca_path
-    if not ca_path.is_file():
-        report.problem(path, f"no such file: {ca_path}")
-        return None
-    return str(ca_path)

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from edgehub.auth.sas import make_sas_token, sas_resource
-from edgehub.config_file import identity_id_problem, parse_config, read_config_bytes
+from edgehub.config_file import parse_config, read_config_bytes
+from edgehub.config_identities import identity_id_problem
 from edgehub.errors import ConfigError
 from edgehub.message import Identity
 from edgehub.settings import Settings

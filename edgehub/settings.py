@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Literal, cast, get_args
 
-from edgehub.config_file import identity_id_problem
+from edgehub.config_identities import identity_id_problem
 from edgehub.connection_string import ConnectionString, hostname_problem
 from edgehub.settings_env import describe, load
 from edgehub.settings_fields import (
