@@ -29,8 +29,8 @@ from edgehub.upstream.amqp_session import (
     Settled,
 )
 from edgehub.upstream.config import UpstreamConfig
-from edgehub.upstream.transport import OpenedStream, open_stream
-from edgehub.upstream.websocket import WebSocketClient, WebSocketError
+from edgehub.upstream.transport import OpenedStream, open_stream, receive_websocket
+from edgehub.upstream.websocket import WebSocketClient
 
 log = logging.getLogger(__name__)
 
@@ -201,19 +201,10 @@ class AmqpConnection(asyncio.Protocol):
         """Not called: the opener hands the transport over with ``set_protocol``."""
 
     def data_received(self, data: bytes) -> None:
-        websocket = self._websocket
-        if websocket is not None:
-            try:
-                data = websocket.receive_data(data)
-            except WebSocketError as exc:
-                self._finish(f"protocol error: {exc}")
-                return
-            control = websocket.data_to_send()
-            if control and self._transport is not None:
-                self._transport.write(control)
-            if websocket.closed is not None:
-                code, reason = websocket.closed
-                self._finish(f"the parent closed the WebSocket: {code} {reason}".rstrip())
+        if self._websocket is not None:
+            data, ended = receive_websocket(self._websocket, data, self._transport)
+            if ended is not None:
+                self._finish(ended)
                 return
         self._handle(self._session.receive_data(data))
         self._schedule_flush()

@@ -28,8 +28,8 @@ from edgehub.mqtt.client import (
 from edgehub.mqtt.session_rules import PacketIdsExhaustedError
 from edgehub.upstream.config import UpstreamConfig
 from edgehub.upstream.connection import IncomingPublish, OnMessage, wait_granted
-from edgehub.upstream.transport import open_stream
-from edgehub.upstream.websocket import WebSocketClient, WebSocketError
+from edgehub.upstream.transport import open_stream, receive_websocket
+from edgehub.upstream.websocket import WebSocketClient
 
 log = logging.getLogger(__name__)
 
@@ -169,20 +169,12 @@ class NativeMqttConnection(asyncio.Protocol):
         """Not called: open_stream hands the transport over with ``set_protocol``."""
 
     def data_received(self, data: bytes) -> None:
-        websocket = self._websocket
-        if websocket is not None:
-            try:
-                data = websocket.receive_data(data)
-            except WebSocketError as exc:
-                log.warning("upstream: %s; dropping the connection", exc)
-                self._finish(f"protocol error: {exc}")
-                return
-            control = websocket.data_to_send()
-            if control and self._transport is not None:
-                self._transport.write(control)
-            if websocket.closed is not None:
-                code, reason = websocket.closed
-                self._finish(f"the parent closed the WebSocket: {code} {reason}".rstrip())
+        if self._websocket is not None:
+            data, ended = receive_websocket(self._websocket, data, self._transport)
+            if ended is not None:
+                if ended.startswith("protocol error"):
+                    log.warning("upstream: %s; dropping the connection", ended)
+                self._finish(ended)
                 return
             if not data:
                 return

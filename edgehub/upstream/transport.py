@@ -41,6 +41,25 @@ def tls_context(ca_file: Path | None, ca_pem: str | None = None) -> ssl.SSLConte
     return context
 
 
+def receive_websocket(
+    websocket: WebSocketClient, data: bytes, transport: asyncio.Transport | None,
+) -> tuple[bytes, str | None]:
+    """Bytes from the parent over a WebSocket: (the payload they carry, None), with any control
+    answer (pong, close) written to ``transport``; or (b"", why the connection is over) on a
+    framing error or the parent's close (RFC 6455 §5, §7)."""
+    try:
+        payload = websocket.receive_data(data)
+    except WebSocketError as exc:
+        return b"", f"protocol error: {exc}"
+    control = websocket.data_to_send()
+    if control and transport is not None:
+        transport.write(control)
+    if websocket.closed is not None:
+        code, reason = websocket.closed
+        return b"", f"the parent closed the WebSocket: {code} {reason}".rstrip()
+    return payload, None
+
+
 @dataclass(slots=True)
 class OpenedStream:
     """A connected transport ready for MQTT bytes, its WebSocket framing (None over TCP), and what the
