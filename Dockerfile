@@ -7,7 +7,9 @@
 # Stages per architecture (buildx sets TARGETARCH; a plain `docker build` builds amd64):
 #   amd64, arm64 (arm64v8): every dependency has a wheel, RocksDB through rocksdict;
 #   arm (arm32v7): no RocksDB wheel, so the store is SQLite; packages without an armv7 wheel are
-#   built from source with Debian's compiler and headers, in the build stage only.
+#   built from source, in the build stage only.
+# Every build stage has Debian's C compiler, so setup.py compiles the hot-path modules with mypyc
+# (docs/performance.md); the runtime stage gets the built package, not the compiler.
 # tests/test_container.py runs this file's install and start steps without a Docker engine.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -15,6 +17,11 @@ ARG TARGETARCH=amd64
 
 FROM ${PYTHON_IMAGE} AS build-base
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+# Debian's packages as the distribution ships them (unpinned: the base image pins the release).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 
 FROM build-base AS build-amd64
@@ -22,17 +29,16 @@ FROM build-base AS build-amd64
 FROM build-base AS build-arm64
 
 FROM build-base AS build-arm
-# Debian's packages as the distribution ships them (unpinned: the base image pins the release).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential libffi-dev libssl-dev \
+    && apt-get install -y --no-install-recommends libffi-dev libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 
 # A stage of this file picked by TARGETARCH, not an image with a tag:
 # hadolint ignore=DL3006
 FROM build-${TARGETARCH} AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY edgehub ./edgehub
 RUN pip install --no-cache-dir --prefix=/install .
 

@@ -6,7 +6,7 @@ Frozen, slotted value types only; no I/O and no protocol knowledge lives here.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
@@ -57,7 +57,7 @@ class Identity:
         return self.id
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Message:
     """One message: opaque body, application and system properties.
 
@@ -67,9 +67,21 @@ class Message:
     """
 
     body: bytes
-    properties: Mapping[str, str] = field(default_factory=lambda: EMPTY_PROPERTIES)
-    system_properties: Mapping[str, str] = field(default_factory=lambda: EMPTY_PROPERTIES)
-    enqueued_ms: int = 0
+    properties: Mapping[str, str]
+    system_properties: Mapping[str, str]
+    enqueued_ms: int
+
+    def __init__(
+        self, body: bytes, properties: Mapping[str, str] = EMPTY_PROPERTIES,
+        system_properties: Mapping[str, str] = EMPTY_PROPERTIES, enqueued_ms: int = 0,
+    ) -> None:
+        # Hand-written (dataclass init=False), not frozen: one message per publish, and a frozen
+        # dataclass's generated __init__ costs a setattr call per field, compiled or not
+        # (docs/performance.md). Nothing assigns to a message after it is built.
+        self.body = body
+        self.properties = properties
+        self.system_properties = system_properties
+        self.enqueued_ms = enqueued_ms
 
     @property
     def source(self) -> Identity | None:

@@ -200,12 +200,19 @@ def devicebound_topic_prefix(identity: Identity) -> str:
     return f"devices/{_quote(identity.device_id)}/messages/devicebound/"
 
 
-def delivery_topic(identity: Identity, input_name: str | None, message: Message) -> str:
-    """Where ``message`` goes to ``identity``: its input ``input_name`` or, when None, devicebound."""
-    bag = encode_property_bag(message.properties, message.system_properties, DELIVERY_KEYS)
+def delivery_topic_head(identity: Identity, input_name: str | None) -> str:
+    """The topic of every delivery to ``identity``'s input ``input_name`` (devicebound when None) up to
+    its property bag: computed once per delivered batch, not per message."""
     if input_name is None:
-        return devicebound_topic_prefix(identity) + bag
-    return f"{input_topic_prefix(identity)}{_quote(input_name)}/{bag}"
+        return devicebound_topic_prefix(identity)
+    return f"{input_topic_prefix(identity)}{_quote(input_name)}/"
+
+
+def delivery_topic(identity: Identity, input_name: str | None, message: Message, head: str = "") -> str:
+    """Where ``message`` goes to ``identity``: its input ``input_name`` or, when None, devicebound.
+    ``head`` is ``delivery_topic_head(identity, input_name)`` when the caller has it already."""
+    bag = encode_property_bag(message.properties, message.system_properties, DELIVERY_KEYS)
+    return (head or delivery_topic_head(identity, input_name)) + bag
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,22 +169,42 @@ class ConnAck:
     properties: Properties = NO_PROPERTIES
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Publish:
     topic: str
     payload: bytes
-    qos: int = 0
-    retain: bool = False
-    dup: bool = False
-    packet_id: int = 0
-    properties: Properties = NO_PROPERTIES
+    qos: int
+    retain: bool
+    dup: bool
+    packet_id: int
+    properties: Properties
+
+    # Hand-written __init__ (not a frozen dataclass): built once per message on the hot path, where the
+    # generated frozen __init__ costs a setattr call per field (docs/performance.md).
+    def __init__(
+        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, dup: bool = False,
+        packet_id: int = 0, properties: Properties = NO_PROPERTIES,
+    ) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.dup = dup
+        self.packet_id = packet_id
+        self.properties = properties
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class PubAck:
     packet_id: int
-    reason_code: int = 0
-    properties: Properties = NO_PROPERTIES
+    reason_code: int
+    properties: Properties
+
+    # Hand-written __init__, not frozen: built per message (see the first class of this module).
+    def __init__(self, packet_id: int, reason_code: int = 0, properties: Properties = NO_PROPERTIES) -> None:
+        self.packet_id = packet_id
+        self.reason_code = reason_code
+        self.properties = properties
 
 
 @dataclass(frozen=True, slots=True)

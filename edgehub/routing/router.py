@@ -63,8 +63,9 @@ class Router:
     the order their endpoints first appear in the route list.
     """
 
-    def __init__(self, routes: Sequence[Route]) -> None:
+    def __init__(self, routes: Sequence[Route], max_cached_sources: int = MAX_CACHED_SOURCES) -> None:
         self.routes = tuple(routes)
+        self._max_cached_sources = max_cached_sources
         self._rank: dict[str, int] = {}
         self._live: list[tuple[int, Route, Evaluator | None]] = []
         for index, route in enumerate(self.routes):
@@ -81,7 +82,7 @@ class Router:
 
     @property
     def cached_sources(self) -> int:
-        """How many (module, output) plans are cached now (at most MAX_CACHED_SOURCES)."""
+        """How many (module, output) plans are cached now (at most ``max_cached_sources``)."""
         return len(self._plans)
 
     def takes_topic(self, topic: str) -> bool:
@@ -164,7 +165,7 @@ class Router:
             conditional=useful,
             endpoints=tuple(endpoints),
         )
-        if len(self._plans) >= MAX_CACHED_SOURCES:  # rebuilt on demand; a flood of names cannot grow it
+        if len(self._plans) >= self._max_cached_sources:  # rebuilt on demand; a flood of names cannot grow it
             self._plans.clear()
         self._plans[(module_id, output_name) if topic is None else (TOPIC_SOURCE, topic)] = plan
         return plan

@@ -37,15 +37,21 @@ class DrainOrder(enum.Enum):
     """The newest waiting messages first, so live data overtakes a backlog (edgeHub #2486)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Delivery:
     """Where a routed message must go: a queue, and when it expires there (epoch ms)."""
 
     queue: QueueKey
     expiry_ms: int
 
+    # Hand-written __init__ (not a frozen dataclass): built once per message on the hot path, where the
+    # generated frozen __init__ costs a setattr call per field (docs/performance.md).
+    def __init__(self, queue: QueueKey, expiry_ms: int) -> None:
+        self.queue = queue
+        self.expiry_ms = expiry_ms
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, init=False)
 class IngestItem:
     """A message with its deliveries; appended in one atomic write batch.
 
@@ -55,8 +61,13 @@ class IngestItem:
     message: Message
     deliveries: tuple[Delivery, ...]
 
+    # Hand-written __init__, not frozen: built per message (see the first class of this module).
+    def __init__(self, message: Message, deliveries: tuple[Delivery, ...]) -> None:
+        self.message = message
+        self.deliveries = deliveries
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, init=False)
 class QueuedMessage:
     """A message as read from one queue."""
 
@@ -64,6 +75,13 @@ class QueuedMessage:
     queue: QueueKey
     expiry_ms: int
     message: Message
+
+    # Hand-written __init__, not frozen: built per message (see the first class of this module).
+    def __init__(self, id: MessageId, queue: QueueKey, expiry_ms: int, message: Message) -> None:
+        self.id = id
+        self.queue = queue
+        self.expiry_ms = expiry_ms
+        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ class GroupCommitter:
         self._store = store
         self._max_items = max_batch_items
         self._sync = sync
-        self._inline = inline
+        self._write_inline = inline
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[_Waiter] = []
         self._flush_queued = False
@@ -59,9 +59,9 @@ class GroupCommitter:
 
     def writes_inline(self, body_bytes: int) -> bool:
         """Whether a batch whose bodies add up to ``body_bytes`` is written on the loop thread."""
-        if self._inline is None:
+        if self._write_inline is None:
             return not self._sync and body_bytes <= INLINE_MAX_BYTES
-        return self._inline
+        return self._write_inline
 
     async def append(self, items: Sequence[IngestItem]) -> list[MessageId]:
         """Store ``items`` atomically; return their ids once the batch holding them

@@ -22,6 +22,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Final
 
+from mypy_extensions import mypyc_attr
+
 from edgehub.errors import StoreDamagedError, StoreError, StoreFullError
 from edgehub.message import Message, MessageId
 from edgehub.store.base import Delivery, IngestItem, QueuedMessage, QueueKey, StoreStats
@@ -105,6 +107,7 @@ class _AppendPlan:
         self.count = 0
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # store.memory.MemoryStore stays interpreted
 class MessageStore:
     """Implements edgehub.store.base.Store over a KeyValue.
 

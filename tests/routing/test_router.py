@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgehub.message import Message, SystemProperty
-from edgehub.routing import router as router_module
 from edgehub.routing.route import Route, compile_routes
 from edgehub.routing.router import RouteMatch, Router
 from edgehub.routing.spec import RouteSpec
@@ -157,9 +156,9 @@ def test_the_body_is_parsed_once_per_message_for_all_routes(monkeypatch: pytest.
     assert len(calls) == 1  # no JSON content type: never parsed
 
 
-def test_the_plan_cache_is_bounded_and_stays_correct(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(router_module, "MAX_CACHED_SOURCES", 3)
-    routes = router("FROM /messages/modules/m/outputs/o7 INTO $upstream")
+def test_the_plan_cache_is_bounded_and_stays_correct() -> None:
+    spec = RouteSpec("r0", "FROM /messages/modules/m/outputs/o7 INTO $upstream", DEFAULT_PRIORITY, 0)
+    routes = Router(compile_routes([spec]), max_cached_sources=3)
     for round_ in range(2):
         for output in range(10):
             expected = [UPSTREAM] if output == 7 else []

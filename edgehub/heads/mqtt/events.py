@@ -45,12 +45,18 @@ class WillReady:
     message: Message
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class PublishAcked:
     """The client acknowledged the outbound PUBLISH ``packet_id`` (``reason_code`` >= 0x80: refused)."""
 
     packet_id: int
-    reason_code: int = 0
+    reason_code: int
+
+    # Hand-written __init__ (not a frozen dataclass): built once per message on the hot path, where the
+    # generated frozen __init__ costs a setattr call per field (docs/performance.md).
+    def __init__(self, packet_id: int, reason_code: int = 0) -> None:
+        self.packet_id = packet_id
+        self.reason_code = reason_code
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ from edgehub.heads.mqtt.service_link import ServiceLink
 from edgehub.heads.mqtt.session import MqttSession
 from edgehub.heads.mqtt.sessions import SessionStore, SessionTable
 from edgehub.heads.port import HubPort
-from edgehub.iothub.topics import delivery_topic
+from edgehub.iothub.topics import delivery_topic, delivery_topic_head
 from edgehub.logs import RateLimitedLine, shown
 from edgehub.message import Identity, Message, SystemProperty
 from edgehub.metrics import (
@@ -395,7 +395,8 @@ class MqttConnection(asyncio.Protocol):
             raise EndpointUnavailable("MQTT client not connected")
         if not messages:
             return 0
-        first_topic = delivery_topic(identity, input_name, messages[0])
+        head = delivery_topic_head(identity, input_name)
+        first_topic = delivery_topic(identity, input_name, messages[0], head)
         if not session.accepts(first_topic):
             # No granted subscription matches (e.g. the module subscribed to another input
             # only): keep the messages queued until one does, never drop what was acked.
@@ -405,7 +406,7 @@ class MqttConnection(asyncio.Protocol):
         self._deliveries.add(delivery)
         v5 = session.version == MQTT_5
         for index, message in enumerate(messages):
-            topic = first_topic if index == 0 else delivery_topic(identity, input_name, message)
+            topic = first_topic if index == 0 else delivery_topic(identity, input_name, message, head)
             props = _v5_properties(message) if v5 else NO_PROPERTIES
             self._outbound.append((topic, message.body, props, delivery, index))
         self._pump_outbound()

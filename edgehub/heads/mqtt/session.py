@@ -183,8 +183,8 @@ class MqttSession:
             self._out.append(encode(ConnAck(False, ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION)))
             self._finish(str(exc), exc.reason_code, publish_will=False)
             return self._take_events()
-        except MqttError as exc:
-            self._fail(exc.reason_code, exc.detail)
+        except MqttError as error:
+            self._fail(error.reason_code, error.detail)
             return self._take_events()
         if packets:
             self._handle(packets, now)
