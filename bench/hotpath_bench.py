@@ -16,6 +16,7 @@ Prints tables; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import os
 import asyncio
 import shutil
 import signal
@@ -229,6 +230,12 @@ def _top_frames(raw: Path, count: int) -> None:
             print(f"| {100 * samples / total:.1f} | {frame} |")
 
 
+def _spy_mode() -> list[str]:
+    """``--native`` (C frames too: the compiled modules, RocksDB, the event loop) when
+    ``EDGEHUB_PROFILE_NATIVE=1``; py-spy must then pause the hub per sample, so rates drop more."""
+    return ["--native"] if os.environ.get("EDGEHUB_PROFILE_NATIVE") == "1" else ["--nonblocking"]
+
+
 def profile_hub(out: Path, total: int, top: int = 10) -> None:
     """Run a QoS 1 load against a hub with py-spy attached; print its top frames."""
     peer = mqtt_bench._edgehub_peer(False)
@@ -238,7 +245,7 @@ def profile_hub(out: Path, total: int, top: int = 10) -> None:
         port = free_port()
         with peer.start(folder, port) as pid:
             spy = subprocess.Popen([str(spy_binary), "record", "--format", "raw", "--rate", "250",
-                                    "--nonblocking", "--output", str(out), "--pid", str(pid)])
+                                    *_spy_mode(), "--output", str(out), "--pid", str(pid)])
             result = asyncio.run(run_load("127.0.0.1", port, peer.publishers(4), peer.subscriber,
                                           peer.topic_filter, total // 4, 1, window=100, limit_secs=300))
             spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
