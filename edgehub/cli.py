@@ -317,6 +317,10 @@ async def _serve(assembly: HubAssembly) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
     await assembly.start()
+    if not assembly.hub.settings.optimize_for_performance:
+        from edgehub.resident import page_out_shared_objects
+
+        page_out_shared_objects()
     for line in assembly.describe():
         print(line, flush=True)
     failed = asyncio.ensure_future(assembly.hub.failed.wait())

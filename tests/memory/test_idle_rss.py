@@ -1,15 +1,20 @@
 """The idle bound of issue #11: a low-memory hub (``OptimizeForPerformance=false``) with only the
-MQTT head, standalone, idles within 30 MiB RSS on SQLite; on RocksDB within 40 MiB, of which
-rocksdict's shared object alone keeps about 8 MiB of file-backed pages resident.
+MQTT head, standalone, idles within 30 MiB RSS on SQLite. On RocksDB, within 36 MiB where the
+hub may page out rocksdict's shared object (edgehub.resident: a file its user may write), else
+within 40 MiB, about 8 MiB of it rocksdict's file-backed pages.
 
 Each hub is started twice on one folder (the second start reuses the dev certificates, as every
 start after the first does) with edgehub's bytecode compiled as an installed hub has it; the
-second start's RSS, once settled, is the figure. A module loaded where it need not be, a cache
-sized for speed in low-memory mode, breaks these bounds.
+second start's RSS, once settled, is the figure. This test process maps libpython, OpenSSL and
+SQLite too, so the kernel keeps those pages in the hub (a hub alone on its machine or in its
+container idles lower). A module loaded where it need not be, a cache sized for speed in
+low-memory mode, a page-out that stopped working, breaks these bounds.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from pathlib import Path
 from typing import Final
 
@@ -18,6 +23,7 @@ import pytest
 from tests.memory.hubmem import LOW_MEMORY_MQTT_ONLY, compile_bytecode, idle_hub, settled_rss_kib
 
 SQLITE_IDLE_MIB: Final = 30.0
+ROCKSDB_PAGED_OUT_IDLE_MIB: Final = 36.0
 ROCKSDB_IDLE_MIB: Final = 40.0
 
 
@@ -41,9 +47,13 @@ def test_low_memory_mqtt_only_hub_on_sqlite_idles_within_30_mib(tmp_path: Path) 
     assert rss <= SQLITE_IDLE_MIB
 
 
-def test_low_memory_mqtt_only_hub_on_rocksdb_idles_within_40_mib(tmp_path: Path) -> None:
-    pytest.importorskip("rocksdict", reason="no RocksDB wheel for this machine (32-bit ARM)")
+def test_low_memory_mqtt_only_hub_on_rocksdb_idles_within_36_mib_paged_out_else_40(tmp_path: Path) -> None:
+    spec = importlib.util.find_spec("rocksdict")  # not imported: its pages here would stay in the hub
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("no RocksDB wheel for this machine (32-bit ARM)")
+    shared_objects = list(Path(spec.submodule_search_locations[0]).glob("*.so"))
+    paged_out = bool(shared_objects) and all(os.access(path, os.W_OK) for path in shared_objects)
     rss = second_start_idle_mib(tmp_path, "rocksdb")
 
-    report("idle, low-memory, MQTT only, rocksdb", rss_mib=round(rss, 1))
-    assert rss <= ROCKSDB_IDLE_MIB
+    report("idle, low-memory, MQTT only, rocksdb", rss_mib=round(rss, 1), paged_out=paged_out)
+    assert rss <= (ROCKSDB_PAGED_OUT_IDLE_MIB if paged_out else ROCKSDB_IDLE_MIB)
