@@ -22,19 +22,13 @@ from edgehub.plugins import Head, UpstreamLink
 from edgehub.settings import Settings, UpstreamIdentityMode
 from edgehub.store.open import open_store
 from edgehub.tls import dev_certificates, server_ssl_context
-from edgehub.upstream.config import SubscriptionScope
-from edgehub.upstream.device_scope import device_scope_for
-from edgehub.upstream.factory import create_upstream
-from edgehub.upstream.identity_links import IdentityLinks
-from edgehub.upstream.mqtt import MqttUpstream
-from edgehub.upstream.per_identity import IdentityTwins, PerIdentityUpstream
-from edgehub.upstream.twin_sync import UpstreamTwins
 
-if TYPE_CHECKING:  # imported where used: a disabled head is never imported
+if TYPE_CHECKING:  # imported where used: a disabled head, an unconfigured upstream are never imported
     from edgehub.heads.amqp.head import AmqpHead
     from edgehub.heads.mqtt.generic import GenericTopics
     from edgehub.heads.mqtt.head import MqttHead
     from edgehub.probe_server import ProbeServer
+    from edgehub.upstream.mqtt import MqttUpstream
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +122,8 @@ class HubAssembly:
         if upstream is None:
             lines.append("upstream: standalone (no EdgeHubConnectionString; $upstream messages wait)")
         else:
+            from edgehub.upstream.per_identity import PerIdentityUpstream
+
             mode = " (a connection per sender)" if isinstance(upstream, PerIdentityUpstream) else ""
             lines.append(f"upstream: {getattr(getattr(upstream, 'config', None), 'url', 'configured')}{mode}")
         return lines
@@ -254,7 +250,15 @@ def per_identity(settings: Settings, upstream: MqttUpstream) -> bool:
 
 
 def build_upstream(settings: Settings, hub: Hub) -> UpstreamLink | None:
-    """The upstream link and its twin sync, in the connection model ``per_identity`` picks."""
+    """The upstream link and its twin sync, in the connection model ``per_identity`` picks; None for a
+    standalone hub, which then loads none of the upstream link's modules (0.6 MiB)."""
+    if settings.standalone:
+        return None
+    from edgehub.upstream.device_scope import device_scope_for
+    from edgehub.upstream.factory import create_upstream
+    from edgehub.upstream.mqtt import MqttUpstream
+    from edgehub.upstream.twin_sync import UpstreamTwins
+
     own = create_upstream(settings, hub.clock)
     if own is None:
         return None
@@ -282,6 +286,10 @@ def build_upstream(settings: Settings, hub: Hub) -> UpstreamLink | None:
         own.twins = sync
         hub.twins.upstream = sync
         return own
+    from edgehub.upstream.config import SubscriptionScope
+    from edgehub.upstream.identity_links import IdentityLinks
+    from edgehub.upstream.per_identity import IdentityTwins, PerIdentityUpstream
+
     # Each device's connection subscribes to its own cloud-to-device messages; the hub's own to its own.
     own.config = dataclasses.replace(own.config, subscription_scope=SubscriptionScope.OWN)
     own.twins = UpstreamTwins(own.config.identity, hub.clock, hub.twin_service, hub.twins, multiplexed=False)

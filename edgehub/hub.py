@@ -37,11 +37,10 @@ from edgehub.twins.methods import MethodRouter
 from edgehub.twins.notification import twin_change_message
 from edgehub.twins.port import ClientPresence, JsonObject, NoPresence, TwinError
 from edgehub.twins.service import TwinService
-from edgehub.upstream.device_scope import DeviceScope
-from edgehub.upstream.identity_links import PresentedTokens
+from edgehub.upstream.presented import PresentedTokens
 
-if TYPE_CHECKING:  # imported where used: a disabled head is never imported
-    pass
+if TYPE_CHECKING:  # the upstream link's parts are imported only when one is configured
+    from edgehub.upstream.device_scope import DeviceScope
 
 log = logging.getLogger(__name__)
 

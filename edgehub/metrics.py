@@ -14,7 +14,7 @@ edgehub.metrics_core's (no prometheus-client in the hub).
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Sequence
 from typing import Final
 
@@ -34,7 +34,19 @@ COMMON_LABELS: Final = ("iothub", "edge_device", "instance_number")
 UPSTREAM_TARGET: Final = "upstream"
 """``to`` of messages sent to ``$upstream``, as edgeHub labels them."""
 
-_common: dict[str, str] = {"iothub": "", "edge_device": "", "instance_number": str(uuid.uuid4())}
+
+
+def random_guid() -> str:
+    """A random (version 4) UUID in its 8-4-4-4-12 form (RFC 9562 §5.4), without the uuid module
+    (it loads platform and _uuid: 0.2 MiB a low-memory hub would keep)."""
+    octets = bytearray(os.urandom(16))
+    octets[6] = octets[6] & 0x0F | 0x40  # version 4
+    octets[8] = octets[8] & 0x3F | 0x80  # variant 10xx
+    text = octets.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_common: dict[str, str] = {"iothub": "", "edge_device": "", "instance_number": random_guid()}
 
 
 def set_common_labels(iothub: str, edge_device: str, instance_number: str | None = None) -> None:

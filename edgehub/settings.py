@@ -395,6 +395,12 @@ class Settings:
         refuse([*_certificate_pair_problems(self), *_port_clash_problems(self), *_workload_problems(self),
                 *_generic_problems(self)])
 
+    @property
+    def standalone(self) -> bool:
+        """No upstream link: neither ``EdgeHubConnectionString`` nor ``IOTEDGE_WORKLOADURI`` is set
+        (``$upstream`` messages wait in the store until their TTL)."""
+        return self.connection_string is None and self.workload_uri is None
+
 
 def _certificate_pair_problems(settings: Settings) -> Iterator[Problem]:
     if settings.server_certificate_file is not None and settings.server_private_key_file is None:

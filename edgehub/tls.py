@@ -355,8 +355,22 @@ def _normal(pem: bytes) -> bytes:
     return b"".join(pem.split())
 
 
+_MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def _utc(openssl_time: str) -> datetime:
-    return datetime.fromtimestamp(ssl.cert_time_to_seconds(openssl_time), UTC)
+    """``notBefore``/``notAfter`` as ``getpeercert()`` gives them ("May  9 00:00:00 2007 GMT", English
+    month names whatever the locale), parsed here: ssl.cert_time_to_seconds loads _strptime and
+    calendar (0.15 MiB) for it. ValueError when malformed, as that does."""
+    try:
+        month, day, clock, year, zone = openssl_time.split()
+        hour, minute, second = clock.split(":")
+        if zone != "GMT":
+            raise ValueError(zone)
+        return datetime(int(year), _MONTHS.index(month) + 1, int(day), int(hour), int(minute), int(second),
+                        tzinfo=UTC)
+    except ValueError as exc:
+        raise ValueError(f"time data {openssl_time!r} is not an OpenSSL certificate time") from exc
 
 
 def _write_file(path: Path, data: bytes, mode: int) -> None:

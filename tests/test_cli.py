@@ -124,3 +124,29 @@ def test_the_running_hub_takes_a_changed_config_file_and_refuses_a_bad_one_keepi
         refused = hub.wait_for_line("refused, keeping the current config")
         assert "routes.bad" in refused
         assert hub.stop() == 0
+
+
+@pytest.mark.parametrize("argv", [["run"], ["run", "--config", "configs/dev.json"], ["run", "--config", ""]])
+def test_plain_run_reads_the_hubs_own_command_lines_as_the_parser_does(argv: list[str]) -> None:
+    from edgehub.cli import _parser, plain_run
+
+    parsed = _parser().parse_args(argv)
+
+    assert plain_run(argv) == (True, parsed.config)
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--conf", "x.json"], ["run", "--config=x.json"], ["run", "--config", "-h"], ["run", "-h"],
+    ["run", "--config"], ["check-config"], ["stats", "--json"], [],
+])
+def test_plain_run_leaves_every_other_command_line_to_the_parser(argv: list[str]) -> None:
+    from edgehub.cli import plain_run
+
+    assert plain_run(argv) == (False, None)
+
+
+def test_edgehub_run_with_an_abbreviated_option_still_runs_through_the_parser(tmp_path: Path) -> None:
+    result = edgehub("run", "--conf", str(tmp_path / "missing.json"), env={"StorageFolder": str(tmp_path)})
+
+    assert result.returncode == 2
+    assert "missing.json" in result.stderr

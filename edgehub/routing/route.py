@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from edgehub.errors import ConfigError, RouteSyntaxError
 from edgehub.message import DEFAULT_PRIORITY
 from edgehub.mqtt.topic_filters import filter_matches, level_problem
-from edgehub.routing.condition import RouteCondition
 from edgehub.routing.parser import parse_route_syntax
 from edgehub.routing.spec import RouteSpec
+
+if TYPE_CHECKING:  # the condition compiler is loaded by the first route with a WHERE clause
+    from edgehub.routing.condition import RouteCondition
 
 UPSTREAM: Final = "$upstream"
 BROKERED_ENDPOINT: Final = "BrokeredEndpoint"
@@ -151,6 +153,8 @@ def parse_route(
                                syntax.source_position, text)
     condition = None
     if syntax.condition is not None:
+        from edgehub.routing.condition import RouteCondition
+
         condition = RouteCondition(
             syntax.condition, syntax.condition_text, source=text, twin_changes=source.is_twin_changes,
         )

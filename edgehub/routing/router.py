@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from edgehub.message import Message, SystemProperty
-from edgehub.routing.condition import Evaluator
 from edgehub.routing.route import (
     MESSAGE_TYPE,
     MQTT_TOPIC,
@@ -23,6 +22,9 @@ from edgehub.routing.route import (
     message_source,
 )
 from edgehub.routing.values import MessageView
+
+if TYPE_CHECKING:
+    from edgehub.routing.condition import Evaluator
 
 __all__ = ["RouteMatch", "Router", "compile_routes"]
 

@@ -17,7 +17,8 @@ from edgehub.settings import Settings, UpstreamIdentityMode, UpstreamProtocol
 from edgehub.upstream.amqp import AmqpUpstream
 from edgehub.upstream.config import UpstreamConfig, UpstreamTransport
 from edgehub.upstream.credentials import Credentials, IotHubLogin, SasCredentials
-from edgehub.upstream.identity_links import KeyLookup, PresentedCredentials, PresentedTokens
+from edgehub.upstream.identity_links import KeyLookup, PresentedCredentials
+from edgehub.upstream.presented import PresentedTokens
 
 log = logging.getLogger(__name__)
 

@@ -162,9 +162,9 @@ def upstream_config(settings: Settings) -> UpstreamConfig | None:
     connection string's) the link connects to that parent on the protocol's default port; otherwise
     to HostName, on its ``:port`` if given.
     """
-    connection = settings.connection_string
-    if connection is None and settings.workload_uri is None:
+    if settings.standalone:
         return None
+    connection = settings.connection_string
     transport = (
         UpstreamTransport.WEBSOCKETS
         if settings.upstream_protocol in (UpstreamProtocol.MQTT_WS, UpstreamProtocol.AMQP_WS)

@@ -25,6 +25,7 @@ from edgehub.upstream.credentials import Credentials, IotHubLogin, SasCredential
 from edgehub.upstream.endpoint import UPSTREAM_ENDPOINT
 from edgehub.upstream.mqtt import ConnectionFactory, MqttUpstream
 from edgehub.upstream.port import DownstreamPort
+from edgehub.upstream.presented import PresentedTokens
 from edgehub.upstream.twin_sync import TwinCache, UpstreamTwins
 
 log = logging.getLogger(__name__)
@@ -36,33 +37,6 @@ SWEEP_INTERVAL: Final = 60.0
 MAX_SENT_AHEAD: Final = 100_000
 """Most message ids remembered as confirmed beyond the leading run (entries of expired messages
 would otherwise stay)."""
-PRESENTED_TOKEN_MARGIN: Final = 60.0
-"""A presented token this close to its expiry is not used any more."""
-
-
-class PresentedTokens:
-    """The SAS tokens local clients authenticated with, by identity, while they are valid.
-
-    The second source of upstream credentials (after a key in the local registry): a client's
-    own token serves for its own connection upstream until it expires, as long as the client
-    keeps reconnecting with fresh ones.
-    """
-
-    def __init__(self) -> None:
-        self._tokens: dict[Identity, tuple[str, float]] = {}
-
-    def record(self, identity: Identity, token: str, expiry: float) -> None:
-        known = self._tokens.get(identity)
-        if known is None or expiry >= known[1]:
-            self._tokens[identity] = (token, expiry)
-
-    def valid(self, identity: Identity, now: float) -> tuple[str, float] | None:
-        known = self._tokens.get(identity)
-        if known is None or known[1] - PRESENTED_TOKEN_MARGIN <= now:
-            return None
-        return known
-
-
 @dataclass(frozen=True, slots=True)
 class PresentedCredentials(IotHubLogin):
     """Credentials of an identity without a key here: the latest token it presented itself."""

@@ -50,6 +50,46 @@ def test_low_memory_mqtt_only_hub_imports_no_heavy_package_but_rocksdb(tmp_path:
     assert first & HEAVY == {"rocksdict", "cryptography"}
 
 
+LOADED_ON_DEMAND: Final = frozenset({
+    "edgehub.upstream.mqtt", "edgehub.upstream.factory", "edgehub.upstream.identity_links",
+    "edgehub.upstream.device_scope", "edgehub.upstream.twin_sync", "edgehub.mqtt.client",
+    "edgehub.broker.core", "edgehub.heads.mqtt.generic", "edgehub.routing.condition",
+    "argparse", "uuid", "unicodedata", "_strptime",
+})
+"""Modules a standalone MQTT-only hub without generic topics or WHERE clauses has no use for: the
+upstream link, the generic broker, the route condition compiler, the CLI parser of other commands,
+and stdlib modules a few lines of edgehub stand in for."""
+
+
+def test_standalone_mqtt_only_hub_loads_no_upstream_link_broker_or_condition_compiler(tmp_path: Path) -> None:
+    env = {**LOW_MEMORY_MQTT_ONLY, "storeBackend": "sqlite"}
+    with idle_hub(tmp_path, env):
+        pass
+    with idle_hub(tmp_path, env, importtime=True) as hub:
+        pass
+    loaded = imported_modules(hub.lines)
+
+    assert {"edgehub.heads.mqtt.head", "edgehub.routing.router", "edgehub.upstream.presented"} <= loaded
+    assert loaded & LOADED_ON_DEMAND == set()
+
+
+def test_upstream_link_and_condition_compiler_load_when_configured(tmp_path: Path) -> None:
+    from tests.hubproc import write_config
+
+    route = "FROM /messages/* WHERE $body.t > 1 INTO $upstream"
+    config = write_config(tmp_path / "config.json", {"r": route}, [])
+    env = {**LOW_MEMORY_MQTT_ONLY, "storeBackend": "sqlite",
+           "EdgeHubConnectionString": "HostName=127.0.0.1;DeviceId=edge;ModuleId=$edgeHub;"
+                                      "SharedAccessKey=" + "A" * 44}
+    with idle_hub(tmp_path, env, config=config):
+        pass
+    with idle_hub(tmp_path, env, importtime=True, config=config) as hub:
+        pass
+    loaded = imported_modules(hub.lines)
+
+    assert {"edgehub.upstream.mqtt", "edgehub.routing.condition"} <= loaded
+
+
 def test_sqlite_hub_does_not_load_rocksdb(tmp_path: Path) -> None:
     _, second, _ = started_twice(tmp_path, {**LOW_MEMORY_MQTT_ONLY, "storeBackend": "sqlite"})
 

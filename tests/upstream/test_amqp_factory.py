@@ -18,7 +18,8 @@ from edgehub.upstream.amqp_factory import SenderCredentials
 from edgehub.upstream.config import UpstreamTransport
 from edgehub.upstream.credentials import SasCredentials
 from edgehub.upstream.factory import create_upstream
-from edgehub.upstream.identity_links import PresentedCredentials, PresentedTokens
+from edgehub.upstream.identity_links import PresentedCredentials
+from edgehub.upstream.presented import PresentedTokens
 from edgehub.upstream.proxy import HttpsProxy
 
 KEY = base64.b64encode(b"k" * 32).decode()

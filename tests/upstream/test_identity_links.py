@@ -16,8 +16,9 @@ from edgehub.twins.port import UnavailableMethods
 from edgehub.upstream.config import UpstreamConfig
 from edgehub.upstream.connection import OnMessage
 from edgehub.upstream.credentials import SasCredentials
-from edgehub.upstream.identity_links import IdentityLinks, PerIdentityEndpoint, PresentedTokens
+from edgehub.upstream.identity_links import IdentityLinks, PerIdentityEndpoint
 from edgehub.upstream.mqtt import MqttUpstream
+from edgehub.upstream.presented import PresentedTokens
 from tests.upstream.fakes import FakeConnection, FakeHub, FakeParent
 from tests.upstream.test_twin_sync import FakeCache
 

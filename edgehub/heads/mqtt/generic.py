@@ -13,7 +13,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from edgehub.broker.acl import Acl, AclRule, Client
 from edgehub.broker.core import Broker
@@ -22,6 +22,7 @@ from edgehub.broker.topics import filter_problem, parse_shared, topic_name_probl
 from edgehub.errors import StoreError
 from edgehub.heads.mqtt.acks import FIXED_PUBREC, PENDING_PUBACK, PENDING_PUBREC, AckBatch
 from edgehub.heads.mqtt.generic_auth import is_anonymous
+from edgehub.heads.mqtt.topics import IOT_HUB_FIRST_LEVELS
 from edgehub.logs import RateLimitedLine, shown
 from edgehub.message import Identity, Message, SystemProperty
 from edgehub.metrics import MESSAGES_DROPPED
@@ -46,16 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _refused_line = RateLimitedLine(log, logging.INFO)
 """A client may publish to a denied topic at any rate: one line per 10 s, with a count."""
-
-_IOT_HUB_FIRST_LEVELS: Final = frozenset({"devices", "$iothub"})
-
-
-def is_generic_filter(topic_filter: str) -> bool:
-    """Whether a filter belongs to the generic tree: anything but ``devices/…`` and ``$iothub/…``
-    (those keep the IoT Hub rules), a shared subscription by the filter it shares."""
-    shared = parse_shared(topic_filter)
-    first = (shared.topic_filter if shared else topic_filter).split("/", 1)[0]
-    return first not in _IOT_HUB_FIRST_LEVELS
 
 
 @dataclass(slots=True)
@@ -124,7 +115,7 @@ class GenericFlow:
     # --- inbound PUBLISH ------------------------------------------------------------------------
 
     def owns_topic(self, topic: str) -> bool:
-        return topic.split("/", 1)[0] not in _IOT_HUB_FIRST_LEVELS
+        return topic.split("/", 1)[0] not in IOT_HUB_FIRST_LEVELS
 
     def on_publish(self, packet: Publish, topic: str, batch: AckBatch, messages: list[Message]) -> bool:
         """Handle a PUBLISH on a generic topic; False when the topic is not generic (the IoT

@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import ssl
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from edgehub.clock import Clock
 from edgehub.heads.credentials import RegistryAuthenticator
-from edgehub.heads.mqtt.generic import GenericTopics
 from edgehub.heads.mqtt.generic_auth import AnonymousAuthenticator, NoAnonymousIotHub
 from edgehub.heads.mqtt.policy import Authenticator, Authorizer, SessionConfig
 from edgehub.heads.mqtt.server import MqttServer, start_mqtt_server
@@ -23,6 +22,9 @@ from edgehub.heads.port import HubPort
 from edgehub.twins.port import ClientPresence, MethodPort, TwinPort
 
 LOOPBACK: Final = "127.0.0.1"
+if TYPE_CHECKING:  # generic topics (edgehub.broker) are loaded only with mqttSettings__genericTopics
+    from edgehub.heads.mqtt.generic import GenericTopics
+
 log = logging.getLogger(__name__)
 
 

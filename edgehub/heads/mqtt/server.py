@@ -16,7 +16,7 @@ import ssl
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from edgehub.clock import Clock, SystemClock
 from edgehub.errors import EndpointUnavailable, StoreFullError
@@ -33,7 +33,6 @@ from edgehub.heads.mqtt.events import (
     TelemetryReceived,
     WillReady,
 )
-from edgehub.heads.mqtt.generic import GenericTopics
 from edgehub.heads.mqtt.generic_auth import ANONYMOUS_DEVICE, is_anonymous
 from edgehub.heads.mqtt.policy import Authenticator, Authorizer, SessionConfig
 from edgehub.heads.mqtt.service_link import ServiceLink
@@ -60,6 +59,9 @@ from edgehub.twins.port import (
     UnavailableMethods,
     UnavailableTwins,
 )
+
+if TYPE_CHECKING:  # generic topics (edgehub.broker) are loaded only with mqttSettings__genericTopics
+    from edgehub.heads.mqtt.generic import GenericTopics
 
 log = logging.getLogger(__name__)
 _store_full_line = RateLimitedLine(log, logging.WARNING)

@@ -7,12 +7,12 @@ what the protocol requires, the server decides when to ingest and deliver.
 from __future__ import annotations
 
 import logging
+import os
 import sys
-import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from edgehub.auth import authorize
 from edgehub.errors import AuthError
@@ -29,7 +29,6 @@ from edgehub.heads.mqtt.events import (
     TelemetryReceived,
     WillReady,
 )
-from edgehub.heads.mqtt.generic import GenericFlow, GenericTopics, is_generic_filter
 from edgehub.heads.mqtt.generic_auth import is_anonymous
 from edgehub.heads.mqtt.policy import (
     Authenticated,
@@ -41,7 +40,13 @@ from edgehub.heads.mqtt.policy import (
 )
 from edgehub.heads.mqtt.services import ServiceSubscriptions
 from edgehub.heads.mqtt.sessions import SessionState, SessionTable
-from edgehub.heads.mqtt.topics import DeliveryFilter, TelemetryParser, delivery_filter, is_valid_filter
+from edgehub.heads.mqtt.topics import (
+    DeliveryFilter,
+    TelemetryParser,
+    delivery_filter,
+    is_generic_filter,
+    is_valid_filter,
+)
 from edgehub.heads.mqtt.v5 import connack_properties, with_v5_properties
 from edgehub.iothub.twin_topics import PREFIX as SERVICE_PREFIX
 from edgehub.iothub.twin_topics import Feed, parse_request
@@ -75,6 +80,9 @@ from edgehub.mqtt.packets import (
 )
 from edgehub.mqtt.session_rules import following_packet_id, free_packet_id, keep_alive_expired
 from edgehub.mqtt.wire import MqttError, UnsupportedProtocolVersionError
+
+if TYPE_CHECKING:  # generic topics (edgehub.broker) are loaded only with mqttSettings__genericTopics
+    from edgehub.heads.mqtt.generic import GenericFlow, GenericTopics
 
 log = logging.getLogger(__name__)
 # Unauthenticated peers choose how often these happen: one line per 10 s each (issue 15).
@@ -369,7 +377,7 @@ class MqttSession:
         self.version = MQTT_5 if v5 else MQTT_311
         if not packet.client_id and self._generic_topics is not None and (v5 or packet.clean_start):
             # [MQTT-3.1.3-6] (3.1.1, clean session) / MQTT 5 §3.2.2.3.7: the server assigns one.
-            packet = replace(packet, client_id=f"auto-{uuid.uuid4().hex}")
+            packet = replace(packet, client_id=f"auto-{os.urandom(16).hex()}")
             self._assigned_client_id = packet.client_id
         refusal = self._connect_refusal(packet)
         if refusal is None:

@@ -8,14 +8,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
+from typing import Final
 
 from edgehub.auth.authorize import acts_for_others
+from edgehub.broker.topics import parse_shared
 from edgehub.iothub.topics import (
     devicebound_topic_prefix,
     input_topic_prefix,
     parse_telemetry_topic,
 )
 from edgehub.message import EMPTY_PROPERTIES, Identity, Message, SystemProperty
+
+IOT_HUB_FIRST_LEVELS: Final = frozenset({"devices", "$iothub"})
+"""First topic levels of the IoT Hub scheme; with generic topics on, every other topic is generic."""
+
+
+def is_generic_filter(topic_filter: str) -> bool:
+    """Whether a filter belongs to the generic tree: anything but ``devices/…`` and ``$iothub/…``
+    (those keep the IoT Hub rules), a shared subscription by the filter it shares."""
+    shared = parse_shared(topic_filter)
+    first = (shared.topic_filter if shared else topic_filter).split("/", 1)[0]
+    return first not in IOT_HUB_FIRST_LEVELS
 
 
 def connection_properties(
