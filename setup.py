@@ -26,6 +26,8 @@ COMPILED_MODULES = [
     "edgehub/heads/mqtt/session.py",
     "edgehub/heads/mqtt/server.py",
     "edgehub/iothub/topics.py",
+    "edgehub/heads/mqtt/topics.py",
+    "edgehub/heads/mqtt/acks.py",
     # Ingest, routing, the store's write and read plan, the pump.
     "edgehub/message.py",
     "edgehub/hub.py",
@@ -35,7 +37,9 @@ COMPILED_MODULES = [
     "edgehub/store/group_commit.py",
     "edgehub/store/rocksdb.py",
     "edgehub/endpoints/pump.py",
+    "edgehub/endpoints/module.py",
     "edgehub/metrics.py",
+    "edgehub/metrics_core.py",
 ]
 
 

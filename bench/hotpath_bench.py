@@ -16,8 +16,8 @@ Prints tables; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import os
 import asyncio
+import os
 import shutil
 import signal
 import subprocess

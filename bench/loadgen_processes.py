@@ -199,7 +199,8 @@ async def _run(
         sub_task = None
         if subscriber is not None:
             sub_task = asyncio.create_task(
-                _subscriber(host, port, subscriber, topic_filter, total, result, ready, lambda: started[0])
+                _subscriber(host, port, subscriber, topic_filter, total, result, ready, lambda: started[0],
+                            min(qos, 1))
             )
             await asyncio.wait_for(ready.wait(), 10)
         started[0] = time.perf_counter()

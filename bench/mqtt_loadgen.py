@@ -228,9 +228,11 @@ async def _publisher(host: str, port: int, creds: Credentials, count: int, qos: 
 
 
 async def _subscriber(host: str, port: int, creds: Credentials, topic_filter: str, expected: int,
-                      result: LoadResult, ready: asyncio.Event, first_publish: Callable[[], float]) -> None:
+                      result: LoadResult, ready: asyncio.Event, first_publish: Callable[[], float],
+                      qos: int = 1) -> None:
+    """Subscribe at ``qos`` (the load's QoS: QoS 0 end to end is a QoS 0 subscription) and count."""
     reader, writer = await _open(host, port, creds)
-    writer.write(subscribe_packet(topic_filter, 1))
+    writer.write(subscribe_packet(topic_filter, qos))
     parser = PacketReader()
     subscribed = False
     while result.received < expected:
@@ -275,7 +277,8 @@ async def run_load(host: str, port: int, publishers: list[Credentials], subscrib
     sub_task = None
     if subscriber is not None:
         sub_task = asyncio.create_task(
-            _subscriber(host, port, subscriber, topic_filter, total, result, ready, lambda: started[0]))
+            _subscriber(host, port, subscriber, topic_filter, total, result, ready, lambda: started[0],
+                        min(qos, 1)))
         await asyncio.wait_for(ready.wait(), 10)
     started[0] = time.perf_counter()
     pubs = [_publisher(host, port, c, per_publisher, qos, window, payload, result) for c in publishers]

@@ -8,6 +8,7 @@ silently imported the other build fails here instead of testing the same code tw
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import shutil
@@ -15,15 +16,24 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-import build_compiled  # noqa: E402
+
+
+def _load_build_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("build_compiled", ROOT / "scripts" / "build_compiled.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 EXPECTED = os.environ.get("EDGEHUB_EXPECT_COMPILED")
-MODULES = build_compiled._compiled_modules()
+MODULES: list[str] = _load_build_script()._compiled_modules()
 
 
 def _module_name(source: str) -> str:

@@ -36,7 +36,7 @@ from edgehub.heads.mqtt.events import (
 from edgehub.heads.mqtt.generic_auth import ANONYMOUS_DEVICE, is_anonymous
 from edgehub.heads.mqtt.policy import Authenticator, Authorizer, SessionConfig
 from edgehub.heads.mqtt.service_link import ServiceLink
-from edgehub.heads.mqtt.session import MqttSession
+from edgehub.heads.mqtt.session import SENT_AT_QOS_0, MqttSession
 from edgehub.heads.mqtt.sessions import SessionStore, SessionTable
 from edgehub.heads.port import HubPort
 from edgehub.iothub.topics import delivery_topic, delivery_topic_head
@@ -388,7 +388,8 @@ class MqttConnection(asyncio.Protocol):
     # --- outbound: ClientLink ----------------------------------------------------------------
 
     async def deliver(self, input_name: str | None, messages: Sequence[Message]) -> int:
-        """Publish ``messages`` at QoS 1 to the module input (or devicebound when None);
+        """Publish ``messages`` to the module input (or devicebound when None), at QoS 1, or QoS 0
+        where the client subscribed at QoS 0 (then a message counts as acknowledged once written);
         return how many leading ones the client acknowledged (docs/architecture.md §1: checkpoint
         after ack)."""
         session = self.session
@@ -433,13 +434,16 @@ class MqttConnection(asyncio.Protocol):
                 continue
             topic, payload, props, delivery, index = outbound.popleft()
             unflushed += len(payload)
-            if not session.accepts(topic):
+            qos = session.delivery_qos(topic)
+            if qos < 0:
                 # No granted subscription matches (e.g. subscribed to another input only).
                 MESSAGES_DROPPED.labels("no_subscription", "", "").inc()
                 delivery.ack(index)
                 continue
-            packet_id = session.publish(topic, payload, props)
-            if packet_id == 0:
+            packet_id = session.publish(topic, payload, props, qos)
+            if packet_id == SENT_AT_QOS_0:
+                delivery.ack(index)  # the client subscribed at QoS 0: at most once, done when written
+            elif packet_id == 0:
                 MESSAGES_DROPPED.labels("too_large_for_client", "", "").inc()
                 delivery.ack(index)
             else:

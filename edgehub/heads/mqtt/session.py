@@ -93,6 +93,8 @@ _unauthenticated_closed_line = RateLimitedLine(log, logging.INFO)
 # --- the session -------------------------------------------------------------------------------
 
 _NEVER: Final = float("inf")
+SENT_AT_QOS_0: Final = -1
+"""MqttSession.publish of a delivery at QoS 0: written, nothing to wait for (it counts as delivered)."""
 """The credential expiry of a session whose credential does not expire."""
 
 _HANDLERS: Final[dict[Phase, dict[type, str]]] = {
@@ -279,9 +281,23 @@ class MqttSession:
         """Whether a granted subscription of this client matches ``topic`` [MQTT-3.3.4]."""
         return any(f.matches(topic) for f in self._delivery)
 
-    def publish(self, topic: str, payload: bytes, properties: Properties = NO_PROPERTIES) -> int:
-        """Queue a QoS 1 PUBLISH; return its packet id, or 0 when it exceeds the client's
-        Maximum Packet Size and is discarded as if sent [MQTT-3.1.2-25]. Needs ``publish_window`` > 0."""
+    def delivery_qos(self, topic: str) -> int:
+        """The QoS a delivery on ``topic`` goes out at: the highest granted QoS of the matching
+        subscriptions [MQTT-3.3.4-2, 3.8.4-6] (deliveries are QoS 1 at most); -1 when none matches."""
+        return max((f.qos for f in self._delivery if f.matches(topic)), default=-1)
+
+    def publish(
+        self, topic: str, payload: bytes, properties: Properties = NO_PROPERTIES, qos: int = 1,
+    ) -> int:
+        """Queue a delivery PUBLISH at ``qos`` (``delivery_qos``); return its packet id (QoS 1),
+        SENT_AT_QOS_0 (QoS 0: nothing to wait for), or 0 when it exceeds the client's Maximum Packet
+        Size and is discarded as if sent [MQTT-3.1.2-25]. QoS 1 needs ``publish_window`` > 0."""
+        if qos == 0:
+            wire = encode_publish(topic, payload, 0, properties=properties, version=self.version)
+            if self._client_max_packet is not None and len(wire) > self._client_max_packet:
+                return 0
+            self._out.append(wire)
+            return SENT_AT_QOS_0
         if self.publish_window <= 0:
             raise RuntimeError("publish outside the in-flight window")
         packet_id = self._allocate_packet_id()
@@ -455,7 +471,8 @@ class MqttSession:
         if self._generic_topics is not None:
             self._generic = self._generic_topics.flow(self, packet, identity, opened.present)
         self._delivery = [
-            f for f in (delivery_filter(identity, t) for t in opened.state.subscriptions) if f is not None
+            f for f in (delivery_filter(identity, t, q) for t, q in opened.state.subscriptions.items())
+            if f is not None
         ]
         if self._delivery:
             self._events.append(DeliveryChanged(True))
@@ -666,7 +683,8 @@ class MqttSession:
         if generic is not None:
             generic.release()  # retained messages for the new subscriptions, after the SUBACK
         self._delivery = [
-            f for f in (delivery_filter(self.identity, t) for t in self.state.subscriptions) if f is not None
+            f for f in (delivery_filter(self.identity, t, q) for t, q in self.state.subscriptions.items())
+            if f is not None
         ]
         if not set(self._delivery) <= before:
             # Also when delivery was already on: messages held for an input nobody had

@@ -126,12 +126,14 @@ def filter_matches(topic_filter: str, topic: str) -> bool:
 
 
 class DeliveryFilter:
-    """A granted subscription that can receive the identity's inputs or devicebound messages."""
+    """A granted subscription that can receive the identity's inputs or devicebound messages, and the
+    QoS granted to it (0 or 1): deliveries go out at the highest QoS of the filters matching them."""
 
-    __slots__ = ("_prefix", "topic_filter")
+    __slots__ = ("_prefix", "qos", "topic_filter")
 
-    def __init__(self, topic_filter: str) -> None:
+    def __init__(self, topic_filter: str, qos: int = 1) -> None:
         self.topic_filter = topic_filter
+        self.qos = qos
         simple = topic_filter.endswith("/#") and "+" not in topic_filter
         self._prefix = topic_filter[:-1] if simple else None
 
@@ -155,8 +157,8 @@ def _covers(topic_filter: str, prefix: str) -> bool:
     return False
 
 
-def delivery_filter(identity: Identity, topic_filter: str) -> DeliveryFilter | None:
-    """A DeliveryFilter when ``topic_filter`` selects the identity's own delivery topics
-    (module inputs for a module, devicebound for a device), else None."""
+def delivery_filter(identity: Identity, topic_filter: str, qos: int = 1) -> DeliveryFilter | None:
+    """A DeliveryFilter granted ``qos`` when ``topic_filter`` selects the identity's own delivery
+    topics (module inputs for a module, devicebound for a device), else None."""
     prefix = input_topic_prefix(identity) if identity.module_id else devicebound_topic_prefix(identity)
-    return DeliveryFilter(topic_filter) if _covers(topic_filter, prefix) else None
+    return DeliveryFilter(topic_filter, qos) if _covers(topic_filter, prefix) else None

@@ -476,6 +476,40 @@ async def test_delivery_waits_for_the_client_ack(server: MqttServer, hub: FakeHu
     raw.close()
 
 
+async def test_a_qos_0_subscription_gets_its_deliveries_at_qos_0_done_once_written(
+    server: MqttServer, hub: FakeHub,
+) -> None:
+    raw = await Raw.open(server.port)
+    await raw.connect()
+    raw.send(Subscribe(1, (Subscription(INPUTS, 0),)))
+    assert await raw.read(1) == [SubAck(1, (0,))]
+    delivered = await asyncio.wait_for(hub.links[MODULE].deliver("in", [Message(b"a"), Message(b"b")]), BOUND)
+    assert delivered == 2  # no PUBACK sent: at most once, as the client asked [MQTT-3.8.4-6]
+    packets = await raw.read(2)
+    assert [(p.payload, p.qos, p.packet_id) for p in packets if isinstance(p, Publish)] == [
+        (b"a", 0, 0), (b"b", 0, 0)]
+    raw.close()
+
+
+async def test_overlapping_qos_0_and_qos_1_subscriptions_deliver_at_qos_1(
+    server: MqttServer, hub: FakeHub,
+) -> None:
+    raw = await Raw.open(server.port)
+    await raw.connect()
+    only_in = "devices/edge/modules/filter/inputs/in/#"
+    raw.send(Subscribe(1, (Subscription(INPUTS, 0), Subscription(only_in, 1))))
+    assert await raw.read(1) == [SubAck(1, (0, 1))]
+    delivery = asyncio.ensure_future(hub.links[MODULE].deliver("in", [Message(b"a")]))
+    [publish] = await raw.read(1)
+    assert isinstance(publish, Publish)
+    assert publish.qos == 1  # [MQTT-3.3.4-2]: the highest granted QoS of the matching filters
+    assert publish.packet_id != 0
+    assert not delivery.done()
+    raw.send(PubAck(publish.packet_id))
+    assert await asyncio.wait_for(delivery, BOUND) == 1
+    raw.close()
+
+
 async def test_delivery_reports_the_acked_prefix_when_the_client_leaves(
     server: MqttServer, hub: FakeHub,
 ) -> None:
