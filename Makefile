@@ -15,7 +15,8 @@ RUN_ENV := StorageFolder=$${StorageFolder:-./data} \
 	httpSettings__port=$${httpSettings__port:-8443} \
 	mqttSettings__plainPort=$${mqttSettings__plainPort:-1883}
 
-.PHONY: compiled clean-compiled run test soak fuzz lint bench bench-quick bench-arm32 check-config check image clean system-deps venv
+.PHONY: compiled clean-compiled run test soak fuzz lint bench bench-quick bench-arm32 bench-arm64 check-config check \
+	image clean system-deps venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -111,6 +112,10 @@ bench-quick: $(STAMP) system-deps
 # qemu-user-static, or natively on a Raspberry Pi: the functional smoke and quick scenarios (root needed).
 bench-arm32: $(STAMP)
 	sh bench/arm32/run.sh $(ARM32_ARGS)
+
+# The same on 64-bit ARM (a Debian arm64 root filesystem, RocksDB from rocksdict's aarch64 wheel and SQLite).
+bench-arm64: $(STAMP)
+	sh bench/arm32/run.sh --arch arm64 $(ARM32_ARGS)
 
 clean: clean-compiled
 	rm -rf $(VENV) .venv-azure .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache

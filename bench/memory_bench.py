@@ -1,5 +1,7 @@
 """(e) Resident memory: idle and with 100 connected devices, default vs low-memory mode
 (``OptimizeForPerformance=false``), every head on vs the MQTT head only; mosquitto and amqtt beside it.
+The store is the default one (RocksDB where rocksdict imports, else SQLite); where both exist, the MQTT-only
+rows are repeated with ``storeBackend=sqlite``.
 
 Each device connects, sends 10 QoS 1 messages (stored for an offline module) and stays connected
 while RSS is read from /proc. edgehub's bytecode is compiled first, as an installed hub has it (a
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import compileall
+import importlib.util
 import shutil
 import sys
 import tempfile
@@ -102,6 +105,7 @@ def run(quick: bool = False) -> None:
     root = Path(tempfile.mkdtemp(prefix="edgehub-memory-bench-"))
     fleet = Fleet(devices=CLIENTS)
     rows: list[tuple[str, float, float, float, int]] = []
+    rocksdb = importlib.util.find_spec("rocksdict") is not None  # no armhf wheel: SQLite only there
     try:
         for low in (False, True):
             for heads_name, heads in (("every head", every_head()), ("MQTT only", dict(MQTT_ONLY))):
@@ -113,6 +117,12 @@ def run(quick: bool = False) -> None:
                     fleet.device_credentials(CLIENTS),
                     rows,
                 )
+        if rocksdb:  # the same hub on SQLite, as a device without the RocksDB wheel runs it
+            for low in (False, True):
+                name = f"edgehub {'low-memory' if low else 'default'}, MQTT only, sqlite"
+                settings = dict(MQTT_ONLY) | low_memory(low) | {"storeBackend": "sqlite"}
+                _measure(name, partial(_hub, fleet, root / f"hub{len(rows)}", settings, name),
+                         fleet.device_credentials(CLIENTS), rows)
         broker_clients = [Credentials(f"c{i}", topic=f"bench/{i}") for i in range(CLIENTS)]
         if MOSQUITTO:
             _measure("mosquitto", partial(_broker, "mosquitto", root / "mosquitto"), broker_clients, rows)
@@ -120,17 +130,18 @@ def run(quick: bool = False) -> None:
             _measure("amqtt broker", partial(_broker, "amqtt", root / "amqtt"), broker_clients, rows)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    _print(rows)
+    _print(rows, "rocksdb" if rocksdb else "sqlite")
 
 
-def _print(rows: list[tuple[str, float, float, float, int]]) -> None:
+def _print(rows: list[tuple[str, float, float, float, int]], store: str) -> None:
     print(
         f"\n## Resident memory: idle, and with {CLIENTS} connected devices ({PER_CLIENT} QoS 1 msgs each, "
         "stored for an offline module)\n"
     )
     print(
         "Idle: RSS once stable after start-up. 'every head' = MQTT, AMQP and HTTPS listeners and the metrics "
-        "port; 'MQTT only' = the others off. low-memory = `OptimizeForPerformance=false`.\n"
+        "port; 'MQTT only' = the others off. low-memory = `OptimizeForPerformance=false`. "
+        f"Store: {store} unless the row says sqlite.\n"
     )
     base = next((r[2] for r in rows if r[0] == "mosquitto"), None)
     print(

@@ -123,7 +123,9 @@ def render(info: RunInfo, reports: Sequence[ScenarioReport]) -> str:
             "RSS includes qemu's own memory.",
             "",
         ]
-    command = "sh bench/arm32/run.sh" if emulated else f"python -m bench{' --quick' if info.quick else ''}"
+    arm64 = " --arch arm64" if info.machine.get("arch") == "aarch64" else ""
+    quick = " --quick" if info.quick else ""
+    command = f"sh bench/arm32/run.sh{arm64}" if emulated else f"python -m bench{quick}"
     lines += [f"Mode: {mode}. Reproduce: `{command}` (bench/README.md says how to read each table).", ""]
     if info.ceiling:
         lines += [info.ceiling, ""]

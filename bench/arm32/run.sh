@@ -1,15 +1,24 @@
 #!/bin/sh
-# The hub on 32-bit ARM: builds (once, cached outside the clone) a Debian armhf root filesystem,
-# installs the hub into it with Debian's python3 and Debian's armhf packages (SQLite store: no RocksDB
-# wheel exists for armhf), then runs the functional smoke (bench/arm32/smoke.py) and quick benchmark
-# scenarios in it under qemu-user-static. On a Raspberry Pi (or any ARM Debian) it runs natively:
-# no root filesystem, the same smoke and scenarios on the device's own python3 (see bench/README.md).
+# The hub on ARM: builds (once, cached outside the clone) a Debian root filesystem for armhf (32-bit,
+# the default) or arm64, installs the hub into it with Debian's python3 and Debian's packages, then runs
+# the functional smoke (bench/arm32/smoke.py) and quick benchmark scenarios in it under
+# qemu-user-static. The store: SQLite on armhf (no RocksDB wheel exists for it); on arm64 rocksdict's
+# aarch64 wheel from PyPI is added, so the smoke, store, mqtt and memory scenarios run on both RocksDB
+# and SQLite. On a Raspberry Pi (or any ARM Debian) it runs natively: no root filesystem, the same smoke
+# and scenarios on the device's own python3 (see bench/README.md).
 #
 #   bench/arm32/run.sh [--arch armhf|arm64] [--release trixie] [--rootfs DIR] [--native|--emulated]
 #                      [--smoke-only] [--build-only] [--scenarios "mqtt store ..."] [--dry-run]
+#   (--arch defaults to the host's on an ARM Debian, else armhf; native there, emulated elsewhere)
 set -eu
 
-ARCH=armhf
+# The architecture: the host's own on an ARM Debian (a 64-bit kernel may run a 32-bit armhf userland, so
+# dpkg's word counts, not uname's), else armhf.
+HOST_ARCH=$(dpkg --print-architecture 2>/dev/null || true)
+case "$HOST_ARCH" in
+    armhf|arm64) ARCH=$HOST_ARCH ;;
+    *) ARCH=$( [ "$(uname -m)" = aarch64 ] && echo arm64 || echo armhf ) ;;
+esac
 RELEASE=trixie
 MIRROR=${EDGEHUB_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CACHE=${EDGEHUB_ARM32_CACHE:-/var/cache/edgehub-arm32}
@@ -27,7 +36,7 @@ PACKAGES="python3 python3-venv python3-pip python3-uvloop python3-aiohttp python
 python3-qpid-proton mosquitto"
 
 usage() {
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -55,9 +64,16 @@ esac
 [ -n "$ROOTFS" ] || ROOTFS="$CACHE/$RELEASE-$ARCH"
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
+# The store: rocksdict has aarch64 wheels on PyPI (none for armhf), installed as pyproject.toml requires it.
+ROCKSDICT=""
+if [ "$ARCH" = arm64 ]; then
+    ROCKSDICT=$(sed -n 's/^ *"\(rocksdict[^;"]*\).*/\1/p' "$REPO/pyproject.toml" | head -n 1)
+    ROCKSDICT=${ROCKSDICT:-rocksdict}
+fi
 
 if [ "$MODE" = auto ]; then
     MODE=emulated
+    [ "$HOST_ARCH" = "$ARCH" ] && MODE=native
     for machine in $MACHINES; do
         [ "$(uname -m)" = "$machine" ] && MODE=native
     done
@@ -82,6 +98,7 @@ if [ "$MODE" = native ]; then
     fi
     run python3 -m venv --system-site-packages "$VENV"
     run "$VENV/bin/pip" install -q --no-deps --no-build-isolation "$REPO"
+    [ -z "$ROCKSDICT" ] || run "$VENV/bin/pip" install -q --only-binary=:all: "$ROCKSDICT"
     [ "$BUILD_ONLY" = 1 ] && exit 0
     cd "$REPO"
     if [ "$SMOKE_ONLY" = 1 ]; then
@@ -147,13 +164,23 @@ else
     say "reusing the root filesystem in $ROOTFS"
 fi
 
-# The hub: a pure-Python wheel built here, installed with --no-deps into a venv over Debian's packages.
+# The hub: a pure-Python wheel built here, installed with --no-deps into a venv over Debian's packages
+# (with rocksdict's wheel on arm64).
 # The venv stays between runs (creating one under emulation takes minutes); wheel and bench/ are fresh.
 WHEELS="$ROOTFS/opt/edgehub/wheels"
 run rm -rf "$WHEELS" "$ROOTFS/opt/edgehub/bench" "$ROOTFS/opt/edgehub/results"
 run mkdir -p "$WHEELS"
 HOST_PY=$( [ -x "$REPO/.venv/bin/python" ] && echo "$REPO/.venv/bin/python" || echo python3 )
 run "$HOST_PY" -m pip wheel -q --no-deps --no-build-isolation -w "$WHEELS" "$REPO"
+if [ -n "$ROCKSDICT" ]; then
+    # rocksdict's manylinux aarch64 wheel for the root filesystem's Python, fetched by the host's pip (pip
+    # under emulation takes minutes), installed offline beside the hub's wheel. Before the root filesystem
+    # exists (a dry run) its Python is taken to be trixie's.
+    PYVER=$(readlink "$ROOTFS/usr/bin/python3" 2>/dev/null | sed -n 's/^python\([0-9.]*\)$/\1/p')
+    run "$HOST_PY" -m pip download -q --no-deps --only-binary=:all: --implementation cp \
+        --python-version "${PYVER:-3.13}" --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 \
+        -d "$WHEELS" "$ROCKSDICT"
+fi
 run cp -r "$REPO/bench" "$ROOTFS/opt/edgehub/bench"
 run rm -rf "$ROOTFS/opt/edgehub/bench/results" "$ROOTFS/opt/edgehub/bench/.peers"
 IN_ROOT="chroot $ROOTFS"

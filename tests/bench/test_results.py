@@ -42,6 +42,12 @@ def test_emulated_runs_are_marked_as_such_and_name_the_arm32_script() -> None:
     assert "Reproduce: `sh bench/arm32/run.sh`" in text
 
 
+def test_emulated_arm64_runs_name_the_script_with_its_arch() -> None:
+    machine = {"host": "vm", "arch": "aarch64", "platform": "emulated:qemu-aarch64-static"}
+    info = RunInfo(STARTED, quick=True, machine=machine)
+    assert "Reproduce: `sh bench/arm32/run.sh --arch arm64`" in render(info, [])
+
+
 def test_write_draws_a_png_per_scenario_with_series(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     timeline = ScenarioTimeline("mqtt", started=0.0)
