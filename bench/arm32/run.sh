@@ -32,7 +32,7 @@ SCENARIOS="router store mqtt memory"
 # Python 3.13 is the newest packaged). apt inside the root filesystem installs them (debootstrap's own
 # resolver cannot satisfy virtual packages such as python3-cffi-backend-api-min, which
 # python3-cryptography needs).
-PACKAGES="python3 python3-venv python3-pip python3-uvloop python3-aiohttp python3-cryptography \
+PACKAGES="python3 python3-venv python3-pip python3-mypy-extensions python3-uvloop python3-aiohttp python3-cryptography \
 python3-qpid-proton mosquitto"
 
 usage() {
@@ -164,14 +164,16 @@ else
     say "reusing the root filesystem in $ROOTFS"
 fi
 
-# The hub: a pure-Python wheel built here, installed with --no-deps into a venv over Debian's packages
-# (with rocksdict's wheel on arm64).
+# The hub: a pure-Python wheel built here (EDGEHUB_COMPILE=0: the host's compiler would build x86
+# extensions), installed with --no-deps into a venv over Debian's packages, with the pure wheel of
+# mypy-extensions (its one dependency Debian's list above lacks) and rocksdict's wheel on arm64.
 # The venv stays between runs (creating one under emulation takes minutes); wheel and bench/ are fresh.
 WHEELS="$ROOTFS/opt/edgehub/wheels"
 run rm -rf "$WHEELS" "$ROOTFS/opt/edgehub/bench" "$ROOTFS/opt/edgehub/results"
 run mkdir -p "$WHEELS"
 HOST_PY=$( [ -x "$REPO/.venv/bin/python" ] && echo "$REPO/.venv/bin/python" || echo python3 )
-run "$HOST_PY" -m pip wheel -q --no-deps --no-build-isolation -w "$WHEELS" "$REPO"
+run env EDGEHUB_COMPILE=0 "$HOST_PY" -m pip wheel -q --no-deps --no-build-isolation -w "$WHEELS" "$REPO"
+run "$HOST_PY" -m pip download -q --no-deps --only-binary=:all: -d "$WHEELS" "mypy-extensions>=1.0"
 if [ -n "$ROCKSDICT" ]; then
     # rocksdict's manylinux aarch64 wheel for the root filesystem's Python, fetched by the host's pip (pip
     # under emulation takes minutes), installed offline beside the hub's wheel. Before the root filesystem

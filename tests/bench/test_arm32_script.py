@@ -91,6 +91,16 @@ def test_native_arm64_installs_rocksdict_from_its_wheel(tmp_path: Path) -> None:
     assert "debootstrap" not in done.stderr
 
 
+def test_an_emulated_run_installs_a_pure_python_wheel_and_its_one_extra_dependency(tmp_path: Path) -> None:
+    done = _run("--dry-run", cache=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [wheel] = [line for line in done.stderr.splitlines() if "-m pip wheel" in line]
+    assert "env EDGEHUB_COMPILE=0 " in wheel
+    assert "--no-deps --no-build-isolation" in wheel
+    assert "pip download -q --no-deps --only-binary=:all:" in done.stderr
+    assert "mypy-extensions>=1.0" in done.stderr
+
+
 def test_native_run_installs_over_debian_packages_with_no_deps(tmp_path: Path) -> None:
     done = _run("--dry-run", "--native", cache=tmp_path)
     assert done.returncode == 0, done.stderr
