@@ -39,7 +39,6 @@ COMPILED_MODULES = [
     "edgehub/endpoints/pump.py",
     "edgehub/endpoints/module.py",
     "edgehub/metrics.py",
-    "edgehub/metrics_core.py",
 ]
 
 
