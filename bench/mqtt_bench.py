@@ -60,7 +60,7 @@ def _token(key: str, identity: Identity) -> str:
     return make_sas_token(sas_resource(HOST, identity), key, int(time.time()) + 3600)
 
 
-def _edgehub_peer(sync: bool, backend: str = "rocksdb") -> Peer:
+def _edgehub_peer(sync: bool, backend: str = "rocksdb", low_memory: bool = False) -> Peer:
     key = base64.b64encode(secrets.token_bytes(32)).decode()
     modules = [Identity(EDGE, f"source{i}") for i in range(64)]
 
@@ -87,11 +87,13 @@ def _edgehub_peer(sync: bool, backend: str = "rocksdb") -> Peer:
             "amqpSettings__enabled": "false", "httpSettings__enabled": "false",
             "storeSyncWrites": "true" if sync else "false", "RuntimeLogLevel": "warning",
             "storeBackend": backend, "IotHubHostName": HOST, "EdgeDeviceId": EDGE,
+            "OptimizeForPerformance": "false" if low_memory else "true",
         })
         with server_process(hub_command("run", "--config", str(config)), port, env, label=name) as p:
             yield p.pid
 
-    name = f"edgehub {backend}" + (" (storeSyncWrites=true)" if sync else "")
+    name = (f"edgehub {backend}" + (" (storeSyncWrites=true)" if sync else "")
+            + (" (OptimizeForPerformance=false)" if low_memory else ""))
     return Peer(name, start, lambda n: [creds(m) for m in modules[:n]], creds(SINK),
                 f"devices/{EDGE}/modules/sink/inputs/#")
 

@@ -75,6 +75,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("generic", "bench.generic_bench", 20, 35, "generic MQTT pub/sub fan-in, fan-out vs mosquitto"),
     Scenario("hotpath", "bench.hotpath_bench", 20, 30, "CPU per message of each hot-path stage"),
     Scenario("scaling", "bench.scaling_bench", 60, 300, "msg/s, CPU/message vs publishers, size, fan-out"),
+    Scenario("flood", "bench.flood_bench", 20, 60, "QoS 0 flood: msg/s, peak RSS, default vs low-memory"),
 )
 QUICK_PROFILE: tuple[str, ...] = (
     "loadgen-ceiling",
