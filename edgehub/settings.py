@@ -85,7 +85,8 @@ class ConfigSource(StrEnum):
 
 
 StoreBackend = Literal["auto", "rocksdb", "sqlite"]
-"""``storeBackend``: which store the hub opens (auto = rocksdb if importable, else sqlite)."""
+"""``storeBackend``: which store the hub opens (auto: the store already there, else rocksdb if importable
+and not in low-memory mode, else sqlite)."""
 
 StoreRecovery = Literal["fail", "quarantine"]
 """``storeRecovery``: what to do with a corrupt store (docs/architecture.md §1 invariant 8)."""
@@ -272,7 +273,8 @@ class Settings:
         then(as_path, _storage_folder), shown="./data (container: /data)",
     )
     store_backend: StoreBackend = setting(
-        "auto", "storeBackend", "rocksdb, sqlite, or auto (rocksdb if importable)",
+        "auto", "storeBackend", "rocksdb, sqlite, or auto (the existing store, else rocksdb if importable, "
+        "sqlite in low-memory mode)",
         choice(get_args(StoreBackend)),
     )
     store_sync_writes: bool = setting(False, "storeSyncWrites", "fsync once per group-commit batch", as_bool)

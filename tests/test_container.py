@@ -92,7 +92,8 @@ def test_the_image_is_multi_stage_with_stages_for_each_architecture() -> None:
     assert env_of(BY_NAME["runtime-arm"]) == {"storeBackend": "sqlite"}
     # Every build stage has Debian's compiler (mypyc's extensions; what has no armv7 wheel), the
     # runtime image none.
-    assert any("apt-get install" in run and "build-essential" in run for run in BY_NAME["build-base"].all("RUN"))
+    base_runs = BY_NAME["build-base"].all("RUN")
+    assert any("apt-get install" in run and "build-essential" in run for run in base_runs)
     assert all(BY_NAME[f"build-{arch}"].base == "build-base" for arch in architectures)
     assert not any("apt-get" in run for run in RUNTIME.all("RUN"))
 
@@ -137,7 +138,7 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_else() -
 
     assert all(any(s == source or s.startswith(source + "/") for s in sent) for c in copies for source in c)
     assert {s.split("/")[0] for s in sent} == {"pyproject.toml", "setup.py", "README.md", "edgehub"}
-    assert not any("__pycache__" in s or s.endswith(".so") or s.endswith("_inplace_build.json") for s in sent)
+    assert not any("__pycache__" in s or s.endswith((".so", "_inplace_build.json")) for s in sent)
 
 
 COMPILED_PASS = os.environ.get("EDGEHUB_EXPECT_COMPILED") == "1"

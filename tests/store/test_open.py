@@ -44,6 +44,17 @@ def test_auto_picks_rocksdb_where_rocksdict_imports(tmp_path: Path) -> None:
     assert choose_backend(tmp_path / "new", "auto") == "rocksdb"
 
 
+def test_auto_creates_sqlite_in_low_memory_mode_and_keeps_an_existing_rocksdb_store(tmp_path: Path) -> None:
+    assert choose_backend(tmp_path / "new", "auto", low_memory=True) == "sqlite"
+    existing = tmp_path / "existing"
+    open_store(existing, backend="rocksdb").close()
+    assert choose_backend(existing, "auto", low_memory=True) == "rocksdb"
+    store = open_store(existing, low_memory=True)
+    store.close()
+    assert (existing / "CURRENT").exists()
+    assert choose_backend(tmp_path / "new", "rocksdb", low_memory=True) == "rocksdb"
+
+
 def test_auto_picks_sqlite_without_rocksdict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store_open, "rocksdb_available", lambda: False)
     store = open_store(tmp_path / "s")
