@@ -106,6 +106,8 @@ def run(quick: bool = False) -> None:
     fleet = Fleet(devices=CLIENTS)
     rows: list[tuple[str, float, float, float, int]] = []
     rocksdb = importlib.util.find_spec("rocksdict") is not None  # no armhf wheel: SQLite only there
+    # RocksDB named, since low-memory mode's auto would create SQLite; the SQLite rows follow.
+    store = {"storeBackend": "rocksdb"} if rocksdb else {}
     try:
         for low in (False, True):
             for heads_name, heads in (("every head", every_head()), ("MQTT only", dict(MQTT_ONLY))):
@@ -113,7 +115,7 @@ def run(quick: bool = False) -> None:
                 folder = root / f"hub{len(rows)}"
                 _measure(
                     name,
-                    partial(_hub, fleet, folder, heads | low_memory(low), name),
+                    partial(_hub, fleet, folder, heads | low_memory(low) | store, name),
                     fleet.device_credentials(CLIENTS),
                     rows,
                 )
