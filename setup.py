@@ -66,7 +66,8 @@ def _ext_modules() -> list[object]:
             sys.exit("EDGEHUB_COMPILE=1 but no C compiler or Python headers were found")
         print("edgehub: no C compiler or Python headers, building pure Python", file=sys.stderr)
         return []
-    return list(mypycify(COMPILED_MODULES, opt_level="3", debug_level="0"))
+    # The shared library inside the package (edgehub/_hot_path__mypyc.*.so), importable wherever edgehub is.
+    return list(mypycify(COMPILED_MODULES, opt_level="3", debug_level="0", group_name="edgehub._hot_path"))
 
 
 setup(ext_modules=_ext_modules())

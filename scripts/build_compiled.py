@@ -39,7 +39,7 @@ def _extension(source: str) -> Path:
 def clean() -> None:
     for source in _compiled_modules():
         _extension(source).unlink(missing_ok=True)
-    for shared in ROOT.glob("*__mypyc*"):
+    for shared in [*ROOT.glob("*__mypyc*"), *(ROOT / "edgehub").glob("*__mypyc*")]:
         shared.unlink()
     RECORD.unlink(missing_ok=True)
     shutil.rmtree(ROOT / "build", ignore_errors=True)

@@ -62,6 +62,19 @@ def test_a_hub_subprocess_imports_the_same_build(tmp_path: Path) -> None:
     assert out.endswith(".py") == (EXPECTED == "0"), out
 
 
+@pytest.mark.parametrize("value", ["false", "False"])
+def test_low_memory_mode_imports_the_pure_python_modules_even_where_compiled(
+    tmp_path: Path, value: str,
+) -> None:
+    where = ("import sys, edgehub.hub, edgehub.heads.mqtt.session as s; "
+             "print(s.__file__); print(any('__mypyc' in name for name in sys.modules))")
+    env = {**os.environ, "OptimizeForPerformance": value}
+    out = subprocess.run([sys.executable, "-c", where], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         check=True, timeout=60).stdout.split()
+    assert out[0].endswith("session.py"), out
+    assert out[1] == "False"  # mypyc's shared library not loaded either
+
+
 def _tree_with_record(tmp_path: Path, mtime_ns: int) -> Path:
     package = tmp_path / "edgehub"
     package.mkdir()
