@@ -24,6 +24,7 @@ COMPILED_MODULES = [
     "edgehub/mqtt/encode.py",
     # The MQTT head's session and connection: publish, ack, deliver.
     "edgehub/heads/mqtt/session.py",
+    "edgehub/heads/mqtt/connection.py",
     "edgehub/heads/mqtt/server.py",
     "edgehub/iothub/topics.py",
     "edgehub/heads/mqtt/topics.py",

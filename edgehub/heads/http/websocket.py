@@ -15,7 +15,8 @@ from aiohttp import WSCloseCode, web
 
 from edgehub.heads.http.responses import json_error
 from edgehub.heads.http.ws_transport import WebSocketTransport
-from edgehub.heads.mqtt.server import MqttConnection, MqttServer
+from edgehub.heads.mqtt.connection import MqttConnection
+from edgehub.heads.mqtt.server import MqttServer
 
 MQTT: Final = "mqtt"
 AMQP: Final = "AMQPWSB10"

@@ -21,8 +21,9 @@ from edgehub.auth.username import parse_mqtt_connect
 from edgehub.clock import SystemClock
 from edgehub.errors import AuthError, EndpointUnavailable, StoreFullError
 from edgehub.heads.credentials import RegistryAuthenticator
+from edgehub.heads.mqtt.connection import MqttConnection
 from edgehub.heads.mqtt.policy import ConnectRequest, SessionConfig
-from edgehub.heads.mqtt.server import MqttConnection, MqttServer, ServerLimits, start_mqtt_server
+from edgehub.heads.mqtt.server import MqttServer, ServerLimits, start_mqtt_server
 from edgehub.message import Identity, Message, SystemProperty
 from edgehub.mqtt.decode import Decoder
 from edgehub.mqtt.encode import encode, encode_publish
