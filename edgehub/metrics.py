@@ -256,16 +256,18 @@ class SentRecorder:
     def record(self, priority: int, messages: Sequence[Message], send_seconds: float, now_ms: int) -> None:
         """``messages`` were confirmed by the endpoint after ``send_seconds``; one increment per
         sender and output of the batch, and each message's time since it was enqueued."""
-        waits: dict[tuple[str, str], list[float]] = {}
+        waits: dict[tuple[str, str | None, str], list[float]] = {}
         for message in messages:
-            key = sender_of(message)
+            system = message.system_properties
+            key = (system.get(_DEVICE, ""), system.get(_MODULE), system.get(_OUTPUT, ""))
             wait = (now_ms - message.enqueued_ms) / 1000
             group = waits.get(key)
             if group is None:
                 waits[key] = [wait]
             else:
                 group.append(wait)
-        for (sender, output), group in waits.items():
+        for (device, module, output), group in waits.items():
+            sender = f"{device}/{module}" if module else device
             children = self._children.get((sender, output, priority))
             if children is None:
                 children = (

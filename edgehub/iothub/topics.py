@@ -208,10 +208,27 @@ def delivery_topic_head(identity: Identity, input_name: str | None) -> str:
     return f"{input_topic_prefix(identity)}{_quote(input_name)}/"
 
 
+_delivery_bags: Final[dict[tuple[int, int], tuple[Mapping[str, str], Mapping[str, str], str]]] = {}
+"""(id of properties, id of system properties) -> (both, their delivery bag): a head shares one
+pair of read-only mappings among the messages of one topic, so their bag repeats. Each entry keeps
+its mappings alive, so their ids cannot be reused while it exists."""
+DELIVERY_BAG_CACHE: Final = 1024
+
+
 def delivery_topic(identity: Identity, input_name: str | None, message: Message, head: str = "") -> str:
     """Where ``message`` goes to ``identity``: its input ``input_name`` or, when None, devicebound.
     ``head`` is ``delivery_topic_head(identity, input_name)`` when the caller has it already."""
-    bag = encode_property_bag(message.properties, message.system_properties, DELIVERY_KEYS)
+    properties, system = message.properties, message.system_properties
+    key = (id(properties), id(system))
+    known = _delivery_bags.get(key)
+    if known is not None and known[0] is properties and known[1] is system:
+        bag = known[2]
+    else:
+        bag = encode_property_bag(properties, system, DELIVERY_KEYS)
+        if type(properties) is MappingProxyType and type(system) is MappingProxyType:  # read-only views
+            if len(_delivery_bags) >= DELIVERY_BAG_CACHE:
+                _delivery_bags.clear()
+            _delivery_bags[key] = (properties, system, bag)
     return (head or delivery_topic_head(identity, input_name)) + bag
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from edgehub.message import Message, SystemProperty
 from edgehub.routing.route import (
@@ -35,9 +35,11 @@ _RouteKey = tuple[int, int]
 """(priority, position of the route): lower wins; on equal priority the earlier route."""
 
 
-@dataclass(frozen=True, slots=True)
-class RouteMatch:
-    """A message must go to ``endpoint`` (``$upstream`` or ``/modules/{m}/inputs/{i}``)."""
+class RouteMatch(NamedTuple):
+    """A message must go to ``endpoint`` (``$upstream`` or ``/modules/{m}/inputs/{i}``).
+
+    A NamedTuple: the hub keys its per-message plan cache on tuples of these, and a tuple hashes in
+    C where a frozen dataclass runs its generated Python ``__hash__``."""
 
     endpoint: str
     priority: int

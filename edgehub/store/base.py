@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from edgehub.message import DEFAULT_PRIORITY, Message, MessageId
 
@@ -17,9 +17,11 @@ __all__ = ["DEFAULT_PRIORITY", "Delivery", "DrainOrder", "IngestItem", "QueueKey
            "QueuedMessage", "Store", "StoreStats"]
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class QueueKey:
-    """One queue: an endpoint at one priority (lower number = more urgent)."""
+class QueueKey(NamedTuple):
+    """One queue: an endpoint at one priority (lower number = more urgent).
+
+    A NamedTuple, not a frozen dataclass: it keys the store's per-queue dicts on every message,
+    and a tuple hashes and compares in C where a dataclass runs its generated Python methods."""
 
     endpoint: str
     priority: int = DEFAULT_PRIORITY

@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 Backend = Literal["auto", "rocksdb", "sqlite"]
 Recovery = Literal["fail", "quarantine"]
 QUARANTINE_MARK = ".corrupt-"
-RECENT_MESSAGES: Final = 4096
-"""Appended messages kept in memory for pumps that keep up (not in low-memory mode)."""
+RECENT_MESSAGES: Final = 32768
+"""Appended messages not yet delivered kept in memory, so pumps that keep up or lag by less read
+and checkpoint them without a store lookup (not in low-memory mode; their bodies are bounded by
+edgehub.store.message_store.RECENT_BYTES too)."""
 
 
 def rocksdb_available() -> bool:

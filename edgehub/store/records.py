@@ -44,6 +44,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
 from itertools import chain, islice
 from struct import Struct
+from types import MappingProxyType
 from typing import Final
 
 from edgehub.message import EMPTY_PROPERTIES, Message
@@ -178,6 +179,31 @@ def _encode_strings(properties: Mapping[str, str], system: Mapping[str, str]) ->
     return STRINGS_SIZED, _u32s(len(strings)).pack(*map(len, strings)) + b"".join(strings)
 
 
+_encoded: Final[dict[tuple[int, int], tuple[Mapping[str, str], Mapping[str, str], int, bytes]]] = {}
+"""(id of properties, id of system properties) -> (both, their strings format and bytes). The MQTT
+head shares one pair of read-only mappings among the messages of one topic, and decode_message one
+among the records of one set of properties, so their encoding repeats; an entry keeps its mappings
+alive, so their ids are not reused while it exists."""
+_decoded: Final[dict[tuple[int, int, bytes], tuple[Mapping[str, str], Mapping[str, str]]]] = {}
+"""(strings format, number of properties, strings) of a record -> the read-only mappings decoded
+from them."""
+PROPERTIES_CACHE: Final = 1024
+"""Entries of either cache before it starts over."""
+
+
+def _strings_of(properties: Mapping[str, str], system: Mapping[str, str]) -> tuple[int, bytes]:
+    key = (id(properties), id(system))
+    known = _encoded.get(key)
+    if known is not None and known[0] is properties and known[1] is system:
+        return known[2], known[3]
+    strings_format, strings = _encode_strings(properties, system)
+    if type(properties) is MappingProxyType and type(system) is MappingProxyType:  # read-only views
+        if len(_encoded) >= PROPERTIES_CACHE:
+            _encoded.clear()
+        _encoded[key] = (properties, system, strings_format, strings)
+    return strings_format, strings
+
+
 def encode_record(
     message: Message, refs: Sequence[Ref], max_expiry_ms: int, encoded_refs: bytes | None = None,
 ) -> tuple[bytes, int]:
@@ -188,7 +214,7 @@ def encode_record(
     if encoded_refs is None:
         encoded_refs = encode_refs(refs)
     if properties or system:
-        strings_format, strings = _encode_strings(properties, system)
+        strings_format, strings = _strings_of(properties, system)
     else:
         strings_format, strings = STRINGS_JOINED, b""
     head = RECORD_HEAD.pack(
@@ -244,11 +270,25 @@ def decode_message(record: bytes) -> Message:
     body_start = start + strings_bytes
     if not nprops and not nsys:
         return Message(record[body_start:], enqueued_ms=enqueued)
-    texts = iter(_decode_strings(record[start:body_start], strings_format, 2 * (nprops + nsys)))
+    strings = record[start:body_start]
+    key = (strings_format, nprops, strings)
+    known = _decoded.get(key)
+    if known is None:
+        known = _decode_properties(strings, strings_format, nprops, nsys)
+        if len(_decoded) >= PROPERTIES_CACHE:
+            _decoded.clear()
+        _decoded[key] = known
+    return Message(record[body_start:], known[0], known[1], enqueued)
+
+
+def _decode_properties(
+    data: bytes, strings_format: int, nprops: int, nsys: int,
+) -> tuple[Mapping[str, str], Mapping[str, str]]:
+    texts = iter(_decode_strings(data, strings_format, 2 * (nprops + nsys)))
     pairs = zip(texts, texts, strict=False)
-    properties = dict(islice(pairs, nprops)) if nprops else EMPTY_PROPERTIES
-    system = dict(pairs) if nsys else EMPTY_PROPERTIES
-    return Message(record[body_start:], properties, system, enqueued)
+    properties = MappingProxyType(dict(islice(pairs, nprops))) if nprops else EMPTY_PROPERTIES
+    system = MappingProxyType(dict(pairs)) if nsys else EMPTY_PROPERTIES
+    return properties, system
 
 
 def decode_record_refs(record: bytes) -> list[Ref]:

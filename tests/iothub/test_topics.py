@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from urllib.parse import quote
 
 import pytest
@@ -236,3 +237,25 @@ def test_subscription_filters_cover_devicebound_and_module_inputs() -> None:
     assert devicebound_filter("leaf:1") == "devices/leaf%3A1/messages/devicebound/#"
     assert module_inputs_filter("edge1") == "devices/edge1/modules/+/inputs/#"
     assert module_inputs_filter("edge1", "$edgeHub") == "devices/edge1/modules/%24edgeHub/inputs/#"
+
+
+def test_a_delivery_bag_is_never_taken_from_another_message_s_properties() -> None:
+    """Delivery bags are remembered per pair of read-only property mappings: a message built after
+    another one was freed (its mappings may reuse the freed ones' addresses) still gets its own."""
+    module = Identity("edge", "sink")
+    for n in range(300):
+        system = MappingProxyType({SystemProperty.MESSAGE_ID: f"m{n}"})
+        message = Message(b"", MappingProxyType({"n": str(n)}), system)
+        topic = delivery_topic(module, "in", message)
+        assert topic == f"devices/edge/modules/sink/inputs/in/%24.mid=m{n}&n={n}"
+        assert delivery_topic(module, "in", message) == topic
+        del message
+
+
+def test_a_delivery_bag_of_mutable_properties_is_encoded_from_what_they_hold_now() -> None:
+    module = Identity("edge", "sink")
+    properties = {"k": "1"}
+    message = Message(b"", properties)
+    assert delivery_topic(module, "in", message).endswith("/k=1")
+    properties["k"] = "2"
+    assert delivery_topic(module, "in", message).endswith("/k=2")

@@ -163,6 +163,36 @@ def test_the_recent_cache_keeps_the_newest_appends_across_batches_and_reclaims_e
     assert kv.scan(EXPIRY, b"", b"\xff", 100) == []
 
 
+def test_a_message_leaves_the_recent_cache_once_its_last_ref_is_delivered_either_way() -> None:
+    store = MessageStore(MemoryKeyValue(), recent_messages=10)
+    ids = store.append([item(bytes(10), to(UPSTREAM, NOW + HOUR)) for _ in range(5)])
+    shared = store.append([item(bytes(7), to(UPSTREAM, NOW + HOUR), to(MODULE, NOW + HOUR))])[0]
+    assert store.recent_size == (6, 57)
+    store.checkpoint(UPSTREAM, ids[2])
+    assert store.recent_size == (3, 27)
+    store.mark_delivered(UPSTREAM, [ids[4]])
+    assert store.recent_size == (2, 17)
+    store.checkpoint(UPSTREAM, shared)  # its ref in MODULE still waits: it stays
+    assert store.recent_size == (1, 7)
+    assert [q.message.body for q in store.read(MODULE, 0, 10, NOW)] == [bytes(7)]
+    store.checkpoint(MODULE, shared)
+    assert store.recent_size == (0, 0)
+
+
+def test_the_recent_cache_holds_no_more_bodies_than_its_byte_bound() -> None:
+    kv = MultiGetCountingKeyValue()
+    store = MessageStore(kv, recent_messages=100, recent_bytes=1000)
+    ids = store.append([item(bytes([n]) * 400, to(UPSTREAM, NOW + HOUR)) for n in range(5)])
+    assert store.recent_size == (2, 800)
+    read = store.read(UPSTREAM, 0, 10, NOW)
+    assert [q.id for q in read] == ids
+    assert [q.message.body for q in read] == [bytes([n]) * 400 for n in range(5)]
+    assert kv.bodies_read == 3  # the three oldest were evicted to keep 1000 bytes
+    store.checkpoint(UPSTREAM, ids[-1])
+    assert store.recent_size == (0, 0)
+    assert store.message_count() == 0
+
+
 def test_a_read_scans_no_more_queue_rows_than_it_returns_when_nothing_expired() -> None:
     kv = CountingKeyValue()
     store = MessageStore(kv)

@@ -93,9 +93,11 @@ _unauthenticated_closed_line = RateLimitedLine(log, logging.INFO)
 # --- the session -------------------------------------------------------------------------------
 
 _NEVER: Final = float("inf")
+"""The credential expiry of a session whose credential does not expire."""
 SENT_AT_QOS_0: Final = -1
 """MqttSession.publish of a delivery at QoS 0: written, nothing to wait for (it counts as delivered)."""
-"""The credential expiry of a session whose credential does not expire."""
+DELIVERY_QOS_CACHE: Final = 256
+"""Delivery topics whose QoS a session remembers before it starts over."""
 
 _HANDLERS: Final[dict[Phase, dict[type, str]]] = {
     Phase.AWAITING_CONNECT: {Connect: "_on_connect"},
@@ -170,6 +172,9 @@ class MqttSession:
         self._client_receive_maximum = 65535
         self._client_max_packet: int | None = None
         self._delivery: list[DeliveryFilter] = []
+        # delivery topic -> its QoS under self._delivery (-1: none matches); emptied when that
+        # changes. Topics repeat: one per input and set of sender properties.
+        self._delivery_qos: dict[str, int] = {}
         self._services: ServiceSubscriptions | None = None
         self._assigned_client_id: str | None = None
 
@@ -284,7 +289,18 @@ class MqttSession:
     def delivery_qos(self, topic: str) -> int:
         """The QoS a delivery on ``topic`` goes out at: the highest granted QoS of the matching
         subscriptions [MQTT-3.3.4-2, 3.8.4-6] (deliveries are QoS 1 at most); -1 when none matches."""
-        return max((f.qos for f in self._delivery if f.matches(topic)), default=-1)
+        known = self._delivery_qos.get(topic)
+        if known is not None:
+            return known
+        qos = max((f.qos for f in self._delivery if f.matches(topic)), default=-1)
+        if len(self._delivery_qos) >= DELIVERY_QOS_CACHE:
+            self._delivery_qos.clear()
+        self._delivery_qos[topic] = qos
+        return qos
+
+    def _set_delivery(self, filters: list[DeliveryFilter]) -> None:
+        self._delivery = filters
+        self._delivery_qos.clear()
 
     def publish(
         self, topic: str, payload: bytes, properties: Properties = NO_PROPERTIES, qos: int = 1,
@@ -470,10 +486,10 @@ class MqttSession:
         self._events.append(Connected(identity, packet.client_id, opened.present, self.version, displaced))
         if self._generic_topics is not None:
             self._generic = self._generic_topics.flow(self, packet, identity, opened.present)
-        self._delivery = [
+        self._set_delivery([
             f for f in (delivery_filter(identity, t, q) for t, q in opened.state.subscriptions.items())
             if f is not None
-        ]
+        ])
         if self._delivery:
             self._events.append(DeliveryChanged(True))
         self._services = ServiceSubscriptions(identity)
@@ -682,10 +698,10 @@ class MqttSession:
         self._out.append(encode(SubAck(packet.packet_id, tuple(codes)), self.version))
         if generic is not None:
             generic.release()  # retained messages for the new subscriptions, after the SUBACK
-        self._delivery = [
+        self._set_delivery([
             f for f in (delivery_filter(self.identity, t, q) for t, q in self.state.subscriptions.items())
             if f is not None
-        ]
+        ])
         if not set(self._delivery) <= before:
             # Also when delivery was already on: messages held for an input nobody had
             # subscribed to can go now.
@@ -749,7 +765,7 @@ class MqttSession:
             self._table.changed(self.state)  # (a generic filter's change is the broker's to keep)
         self._out.append(encode(UnsubAck(packet.packet_id, tuple(codes)), self.version))
         had_delivery = bool(self._delivery)
-        self._delivery = [f for f in self._delivery if f.topic_filter in self.state.subscriptions]
+        self._set_delivery([f for f in self._delivery if f.topic_filter in self.state.subscriptions])
         if had_delivery and not self._delivery:
             self._events.append(DeliveryChanged(False))
 

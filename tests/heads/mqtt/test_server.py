@@ -511,6 +511,28 @@ async def test_overlapping_qos_0_and_qos_1_subscriptions_deliver_at_qos_1(
     raw.close()
 
 
+async def test_a_resubscription_at_another_qos_changes_the_qos_of_the_next_deliveries(
+    server: MqttServer, hub: FakeHub,
+) -> None:
+    raw = await Raw.open(server.port)
+    await raw.connect()
+    raw.send(Subscribe(1, (Subscription(INPUTS, 1),)))
+    assert await raw.read(1) == [SubAck(1, (1,))]
+    delivery = asyncio.ensure_future(hub.links[MODULE].deliver("in", [Message(b"a")]))
+    [first] = await raw.read(1)
+    assert isinstance(first, Publish)
+    assert first.qos == 1
+    raw.send(PubAck(first.packet_id))
+    assert await asyncio.wait_for(delivery, BOUND) == 1
+    raw.send(Subscribe(2, (Subscription(INPUTS, 0),)))  # the same filter, now at QoS 0 [MQTT-3.8.4-3]
+    assert await raw.read(1) == [SubAck(2, (0,))]
+    assert await asyncio.wait_for(hub.links[MODULE].deliver("in", [Message(b"b")]), BOUND) == 1
+    [second] = await raw.read(1)
+    assert isinstance(second, Publish)
+    assert (second.payload, second.qos) == (b"b", 0)
+    raw.close()
+
+
 async def test_delivery_reports_the_acked_prefix_when_the_client_leaves(
     server: MqttServer, hub: FakeHub,
 ) -> None:
