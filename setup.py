@@ -20,6 +20,7 @@ from setuptools import setup
 COMPILED_MODULES = [
     # MQTT codec: every packet in and out.
     "edgehub/mqtt/packets.py",
+    "edgehub/mqtt/wire.py",
     "edgehub/mqtt/decode.py",
     "edgehub/mqtt/encode.py",
     # The MQTT head's session and connection: publish, ack, deliver.

@@ -1,6 +1,8 @@
-"""MQTT wire primitives: limits, errors, Variable Byte Integers, strings, and MQTT 5 property blocks.
+"""MQTT wire primitives: limits, Variable Byte Integers, strings, and MQTT 5 property blocks.
 
 Shared by encode.py and decode.py; pure functions over bytes, no packets-level rules, no I/O.
+Compiled with the hot path; the codec's errors (edgehub.mqtt.errors, re-exported here) stay
+interpreted, because interpreted modules subclass them.
 """
 
 from __future__ import annotations
@@ -8,57 +10,20 @@ from __future__ import annotations
 import struct
 from typing import Any, Final
 
-from edgehub.errors import ProtocolError
+from edgehub.mqtt.errors import MalformedPacketError as MalformedPacketError
+from edgehub.mqtt.errors import MqttError as MqttError
+from edgehub.mqtt.errors import PacketTooLargeError as PacketTooLargeError
+from edgehub.mqtt.errors import ProtocolViolationError as ProtocolViolationError
+from edgehub.mqtt.errors import UnsupportedProtocolVersionError as UnsupportedProtocolVersionError
 from edgehub.mqtt.packets import (
     NO_PROPERTIES,
     PacketType,
     Properties,
-    ReasonCode,
 )
 
 MAX_REMAINING_LENGTH: Final = 268_435_455
 """Largest value a four-byte Variable Byte Integer holds (MQTT 5 §1.5.5)."""
 MAX_PACKET_SIZE: Final = MAX_REMAINING_LENGTH + 5
-
-
-class MqttError(ProtocolError):
-    """The peer sent bytes the codec refuses; ``reason_code`` is the MQTT 5 reason to disconnect with."""
-
-    def __init__(self, reason_code: int, detail: str) -> None:
-        self.reason_code = reason_code
-        self.detail = detail
-        super().__init__(f"{detail} (reason 0x{reason_code:02X})")
-
-
-class MalformedPacketError(MqttError):
-    """The bytes are not a packet (MQTT 5 §4.13: reason 0x81)."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(ReasonCode.MALFORMED_PACKET, detail)
-
-
-class ProtocolViolationError(MqttError):
-    """A well-formed packet breaks a protocol rule (reason 0x82 unless stated)."""
-
-    def __init__(self, detail: str, reason_code: int = ReasonCode.PROTOCOL_ERROR) -> None:
-        super().__init__(reason_code, detail)
-
-
-class PacketTooLargeError(MqttError):
-    """The fixed header announces a packet above the maximum packet size (reason 0x95)."""
-
-    def __init__(self, size: int, limit: int) -> None:
-        self.size = size
-        self.limit = limit
-        super().__init__(ReasonCode.PACKET_TOO_LARGE, f"packet of {size} bytes exceeds {limit}")
-
-
-class UnsupportedProtocolVersionError(MqttError):
-    """CONNECT with a protocol level other than 3, 4 or 5 [MQTT-3.1.2-2]."""
-
-    def __init__(self, level: int) -> None:
-        self.level = level
-        super().__init__(ReasonCode.UNSUPPORTED_PROTOCOL_VERSION, f"unsupported protocol level {level}")
 
 
 # --- MQTT 5 properties (MQTT 5 §2.2.2.2) -------------------------------------------------------
@@ -142,6 +107,8 @@ def encode_varint(value: int) -> bytes:
     """Variable Byte Integer (MQTT 5 §1.5.5)."""
     if value < 0x80:
         return bytes((value,))
+    if value < 0x4000:  # every PUBLISH from 128 bytes to 16 KiB
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
     while True:
         byte = value & 0x7F
