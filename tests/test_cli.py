@@ -150,3 +150,19 @@ def test_edgehub_run_with_an_abbreviated_option_still_runs_through_the_parser(tm
 
     assert result.returncode == 2
     assert "missing.json" in result.stderr
+
+
+def test_performance_mode_freezes_start_up_objects_and_collects_the_young_generation_less_often() -> None:
+    import gc
+
+    from edgehub.cli import YOUNG_GENERATION_THRESHOLD, _tune_collector
+
+    threshold = gc.get_threshold()
+    before = gc.get_freeze_count()
+    try:
+        _tune_collector()
+        assert gc.get_threshold() == (YOUNG_GENERATION_THRESHOLD, threshold[1], threshold[2])
+        assert gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

@@ -78,7 +78,7 @@ from edgehub.mqtt.packets import (
     UnsubAck,
     Unsubscribe,
 )
-from edgehub.mqtt.session_rules import following_packet_id, free_packet_id, keep_alive_expired
+from edgehub.mqtt.session_rules import MAX_PACKET_ID, free_packet_id, keep_alive_expired
 from edgehub.mqtt.wire import MqttError, UnsupportedProtocolVersionError
 
 if TYPE_CHECKING:  # generic topics (edgehub.broker) are loaded only with mqttSettings__genericTopics
@@ -383,6 +383,9 @@ class MqttSession:
             if type(packet) is Publish and self.phase is connected:
                 self._on_publish(packet, messages, batch)
                 continue
+            if type(packet) is PubAck and self.phase is connected:  # a delivery's ack: as hot
+                self._on_puback(packet, now)
+                continue
             if self.phase is Phase.CLOSED:
                 break
             handler = _HANDLERS[self.phase].get(type(packet))
@@ -672,7 +675,7 @@ class MqttSession:
         packet_id = self._next_packet_id
         if packet_id in self._inflight:
             packet_id = free_packet_id(packet_id, self._inflight)  # the window keeps one free
-        self._next_packet_id = following_packet_id(packet_id)
+        self._next_packet_id = packet_id % MAX_PACKET_ID + 1  # following_packet_id, inlined: per delivery
         return packet_id
 
     # --- SUBSCRIBE / UNSUBSCRIBE ---------------------------------------------------------------
