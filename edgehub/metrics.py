@@ -15,7 +15,7 @@ edgehub.metrics_core's (no prometheus-client in the hub).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from edgehub.message import Message, SystemProperty
@@ -198,18 +198,36 @@ def sender_of(message: Message) -> tuple[str, str]:
     return (f"{device}/{module}" if module else device), system.get(_OUTPUT, "")
 
 
+def _by_system_properties(
+    messages: Sequence[Message], now_ms: int | None = None,
+) -> dict[int, tuple[Mapping[str, str], list[float]]]:
+    """The messages grouped by their system properties mapping (a head shares one among the messages
+    of one topic, so a batch has few): per group, each message's seconds since it was enqueued at
+    ``now_ms``, or its body size when ``now_ms`` is None. Keyed by identity, not contents: groups
+    with equal contents are merged by the caller."""
+    groups: dict[int, tuple[Mapping[str, str], list[float]]] = {}
+    for message in messages:
+        system = message.system_properties
+        value = len(message.body) if now_ms is None else (now_ms - message.enqueued_ms) / 1000
+        group = groups.get(id(system))
+        if group is None:
+            groups[id(system)] = (system, [value])
+        else:
+            group[1].append(value)
+    return groups
+
+
 def record_received(messages: Sequence[Message]) -> None:
     """``messages_received_total`` and ``message_size_bytes`` for one durably ingested batch:
     one increment per sender and output of the batch."""
     sizes: dict[tuple[str | None, str | None, str | None], list[float]] = {}
-    for message in messages:
-        system = message.system_properties
+    for system, group in _by_system_properties(messages).values():
         key = (system.get(_DEVICE), system.get(_MODULE), system.get(_OUTPUT))
-        group = sizes.get(key)
-        if group is None:
-            sizes[key] = [len(message.body)]
+        known = sizes.get(key)
+        if known is None:
+            sizes[key] = group
         else:
-            group.append(len(message.body))
+            known.extend(group)
     for (device, module, output), group in sizes.items():
         identity = f"{device or ''}/{module}" if module else (device or "")
         children = _received_children.get((identity, output or ""))
@@ -257,15 +275,13 @@ class SentRecorder:
         """``messages`` were confirmed by the endpoint after ``send_seconds``; one increment per
         sender and output of the batch, and each message's time since it was enqueued."""
         waits: dict[tuple[str, str | None, str], list[float]] = {}
-        for message in messages:
-            system = message.system_properties
+        for system, group in _by_system_properties(messages, now_ms).values():
             key = (system.get(_DEVICE, ""), system.get(_MODULE), system.get(_OUTPUT, ""))
-            wait = (now_ms - message.enqueued_ms) / 1000
-            group = waits.get(key)
-            if group is None:
-                waits[key] = [wait]
+            known = waits.get(key)
+            if known is None:
+                waits[key] = group
             else:
-                group.append(wait)
+                known.extend(group)
         for (device, module, output), group in waits.items():
             sender = f"{device}/{module}" if module else device
             children = self._children.get((sender, output, priority))

@@ -315,7 +315,8 @@ class MessageStore:
             recent = self._recent
             recent.update(plan.fresh)
             self._recent_bytes += plan.fresh_bytes
-            while len(recent) > self._recent_limit or self._recent_bytes > self._recent_byte_limit:
+            limit, byte_limit = self._recent_limit, self._recent_byte_limit
+            while recent and (len(recent) > limit or self._recent_bytes > byte_limit):
                 self._recent_bytes -= len(recent.popitem(last=False)[1][0].body)
         lengths = self._lengths
         for queue, slot in plan.slots.items():
