@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from edgehub.errors import StoreDamagedError
 from edgehub.store.kv import EXPIRY, MESSAGES, QUEUES, KeyValue, WriteBatch
-from edgehub.store.records import EXPIRY_KEY, U64, decode_expiry_value, decode_queue_value
+from edgehub.store.records import EXPIRY_KEY, SOLO_QUEUE_VALUE, U64, decode_expiry_value, decode_queue_value
 
 if TYPE_CHECKING:
     from edgehub.store.message_store import MessageStore
@@ -40,8 +40,9 @@ def read_each(kv: KeyValue, keys: list[bytes]) -> tuple[list[bytes | None], Dama
 
 def drop_unreadable(store: MessageStore, prefix: bytes, damaged: Damaged) -> None:
     """Take each unreadable message out of every queue that still holds it (its refs and size
-    come from its expiry entry), in one write. A message whose expiry entry is unreadable too
-    leaves only the queue read (``prefix``); its body stays until the store is rebuilt."""
+    come from its expiry entry, or from its solo queue entry), in one write. A message whose
+    expiry entry is unreadable too leaves only the queue read (``prefix``); its body stays until
+    the store is rebuilt."""
     if not damaged:
         return
     kv = store._kv
@@ -51,6 +52,15 @@ def drop_unreadable(store: MessageStore, prefix: bytes, damaged: Damaged) -> Non
         entry = kv.get(QUEUES, prefix + key)
         if entry is None:
             continue  # delivered or expired meanwhile
+        if len(entry) == SOLO_QUEUE_VALUE.size:  # its only ref: the entry holds its size
+            batch.delete(QUEUES, prefix + key)
+            queue = store._queue_of(prefix)
+            store._lengths[queue] = store._lengths.get(queue, 0) - 1
+            batch.delete(MESSAGES, key)
+            store._size -= SOLO_QUEUE_VALUE.unpack(entry)[3]
+            store._count -= 1
+            _log_dropped(message_id, error, 1)
+            continue
         head: bytes | None = None
         try:
             head = kv.get(EXPIRY, EXPIRY_KEY.pack(decode_queue_value(entry)[2], message_id))
@@ -67,8 +77,12 @@ def drop_unreadable(store: MessageStore, prefix: bytes, damaged: Damaged) -> Non
         if head is not None:
             record_size, _, _, refs = decode_expiry_value(head)
             store._reclaim(batch, message_id, refs, record_size)
-        log.error(
-            "store: message %d is unreadable (%s); removed from %d queue(s), it will not be delivered",
-            message_id, error.reason, removed,
-        )
+        _log_dropped(message_id, error, removed)
     store._kv.write(batch, sync=store._sync)
+
+
+def _log_dropped(message_id: int, error: StoreDamagedError, queues: int) -> None:
+    log.error(
+        "store: message %d is unreadable (%s); removed from %d queue(s), it will not be delivered",
+        message_id, error.reason, queues,
+    )

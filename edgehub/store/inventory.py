@@ -32,6 +32,7 @@ from edgehub.store.records import (
     META_FORMAT,
     META_NEXT_ID,
     QUEUE_STOP,
+    SOLO_QUEUE_VALUE,
     U32,
     U64,
     decode_checkpoint,
@@ -53,15 +54,28 @@ SAMPLE_IDS = 256
 
 @dataclass(slots=True)
 class LiveCounts:
-    """Checkpoint, highest id delivered above it (out of order, else absent) and waiting refs
-    per queue prefix, and the live bodies' count and bytes; ``sample_ids`` some live ids."""
+    """Checkpoint, highest id delivered above it (out of order, else absent), waiting refs and
+    the index time of the latest solo entry per queue prefix, and the live bodies' count and
+    bytes; ``sample_ids`` some live ids."""
 
     checkpoints: dict[bytes, int] = field(default_factory=dict)
     delivered_above: dict[bytes, int] = field(default_factory=dict)
     lengths: dict[bytes, int] = field(default_factory=dict)
+    solo_last: dict[bytes, int] = field(default_factory=dict)
     size: int = 0
     count: int = 0
     sample_ids: list[int] = field(default_factory=list)
+    sample_stride: int = 1
+
+    def add_body(self, message_id: int, record_size: int) -> None:
+        """Count one live body, keeping about SAMPLE_IDS ids evenly spread over all of them."""
+        self.size += record_size
+        self.count += 1
+        if self.count % self.sample_stride == 0:
+            self.sample_ids.append(message_id)
+            if len(self.sample_ids) >= 2 * SAMPLE_IDS:
+                del self.sample_ids[1::2]
+                self.sample_stride *= 2
 
 
 def read_meta(kv: KeyValue, location: str, read_only: bool) -> tuple[int, int, int]:
@@ -104,32 +118,31 @@ def count_live(kv: KeyValue) -> LiveCounts:
         if above > upto:
             counts.delivered_above[prefix] = above
     next_id, expired_upto = _counters(kv)
-    checkpoints, lengths = counts.checkpoints, counts.lengths
+    checkpoints, lengths, solo_last = counts.checkpoints, counts.lengths, counts.solo_last
+    # Per queue, the refs the live messages say still wait: certainly (above every delivered
+    # id) and possibly (delivered out of order at or below delivered_above, which only the
+    # entry itself tells). A solo entry is its message's only ref, so it counts as itself.
+    certain: dict[bytes, int] = {}
+    possible: dict[bytes, int] = {}
     beyond: list[bytes] = []
-    for key, _ in scan_all(kv, QUEUES, b"", b"\xff"):
+    solo_size = SOLO_QUEUE_VALUE.size
+    for key, value in scan_all(kv, QUEUES, b"", b"\xff"):
         prefix = key[:-ID_BYTES]
         lengths[prefix] = lengths.get(prefix, 0) + 1
         message_id = U64.unpack_from(key, len(prefix))[0]
         if not checkpoints.get(prefix, 0) < message_id < next_id and len(beyond) < 3:
             beyond.append(key)
-    # Per queue, the refs the live messages say still wait: certainly (above every delivered
-    # id) and possibly (delivered out of order at or below delivered_above, which only the
-    # entry itself tells).
-    certain: dict[bytes, int] = {}
-    possible: dict[bytes, int] = {}
-    stride = 1
+        if len(value) == solo_size:
+            _, _, index, record_size, _ = SOLO_QUEUE_VALUE.unpack(value)
+            counts.add_body(message_id, record_size)
+            certain[prefix] = certain.get(prefix, 0) + 1
+            solo_last[prefix] = max(solo_last.get(prefix, 0), index)
     for key, value in scan_all(kv, EXPIRY, b"", b"\xff"):
         expiry, message_id = EXPIRY_KEY.unpack(key)
         record_size, _, max_expiry, *_ = EXPIRY_HEAD.unpack_from(value, 0)
         if expiry != max_expiry:  # the entry of a message's latest expiry lives as long as its body
             continue
-        counts.size += record_size
-        counts.count += 1
-        if counts.count % stride == 0:
-            counts.sample_ids.append(message_id)
-            if len(counts.sample_ids) >= 2 * SAMPLE_IDS:
-                del counts.sample_ids[1::2]
-                stride *= 2
+        counts.add_body(message_id, record_size)
         for prefix, index in decode_expiry_value(value)[3]:
             if index <= expired_upto or message_id <= checkpoints.get(prefix, 0):
                 continue
@@ -178,14 +191,18 @@ def _check_refs(
 def queue_stats(kv: KeyValue, queue: QueueKey, prefix: bytes, checkpoint: int) -> QueueStats:
     """Length, oldest enqueued time and bytes of the refs after ``checkpoint``; walks them all."""
     start = prefix + U64.pack(checkpoint + 1)
-    keys = [
-        EXPIRY_KEY.pack(index, message_id)
-        for message_id, _, index in (
-            decode_queue_value(value) for _, value in scan_all(kv, QUEUES, start, prefix + QUEUE_STOP)
-        )
-    ]
+    keys: list[bytes] = []
     length = total = 0
     oldest: int | None = None
+    for _, value in scan_all(kv, QUEUES, start, prefix + QUEUE_STOP):
+        if len(value) == SOLO_QUEUE_VALUE.size:  # it holds what the expiry entry would
+            _, _, _, record_size, enqueued = SOLO_QUEUE_VALUE.unpack(value)
+            length += 1
+            total += record_size
+            oldest = enqueued if oldest is None else min(oldest, enqueued)
+        else:
+            message_id, _, index = decode_queue_value(value)
+            keys.append(EXPIRY_KEY.pack(index, message_id))
     for page in range(0, len(keys), SCAN_PAGE):
         for head in kv.multi_get(EXPIRY, keys[page:page + SCAN_PAGE]):
             if head is None:

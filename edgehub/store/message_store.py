@@ -12,6 +12,13 @@ beside the checkpoint (format 2, see edgehub.store.records), durable in the same
 batch; only for ids at or below it does "is this ref delivered" cost a lookup of the
 entry, so a queue drained oldest first pays nothing. A body is reclaimed when each of
 its refs is delivered either way or expired.
+
+Solo entries (format 3). A message with one ref whose index time is not below that of the
+previous solo entry of its queue gets no expiry entry: its queue entry holds its size and
+enqueued time instead (two writes to store it and two to reclaim it, not three and three). The
+solo entries of a queue are in index-time order, so an expire run removes the expired ones by
+walking the queue from its head and stopping at the first one not expired; the others (several
+refs, or a shorter TTL than the message before) keep their expiry entry as before.
 """
 
 from __future__ import annotations
@@ -46,7 +53,8 @@ from edgehub.store.kv import (
 from edgehub.store.records import (
     EXPIRY_KEY,
     EXPIRY_SIZE_AND_REFS,
-    FORMAT_VERSION,
+    FORMAT_SOLO,
+    FORMAT_SPARSE,
     LATE_QUEUE_VALUE,
     META_EXPIRED_UPTO,
     META_FORMAT,
@@ -54,6 +62,7 @@ from edgehub.store.records import (
     QUEUE_STOP,
     QUEUE_VALUE,
     RECORD_KEY_BYTES,
+    SOLO_QUEUE_VALUE,
     U32,
     U64,
     Ref,
@@ -66,6 +75,7 @@ from edgehub.store.records import (
     parse_queue_prefix,
     queue_prefix,
     queue_value,
+    solo_queue_value,
 )
 
 RECENT_BYTES: Final = 16 << 20
@@ -74,16 +84,21 @@ EXPIRE_CHUNK: Final = 4096
 """Expiry entries per write batch in one expire run; bounds the batch's memory."""
 _MIN_READ_SCAN: Final = 64
 """Rows per further scan of a read whose first scan (``limit`` rows) held expired entries."""
+_SOLO_SIZE: Final = SOLO_QUEUE_VALUE.size
+_FIRST_SOLO_SCAN: Final = 16
+"""Rows of the first scan of a queue's head in an expire run; usually the first is not expired."""
 
 
 class _QueueSlot:
-    """One queue's key prefix and how many refs an append adds to it."""
+    """One queue's key prefix, how many refs an append adds to it, and the index time of its
+    latest solo entry (a solo entry must not sort below it)."""
 
-    __slots__ = ("count", "prefix")
+    __slots__ = ("count", "prefix", "solo_last")
 
-    def __init__(self, prefix: bytes) -> None:
+    def __init__(self, prefix: bytes, solo_last: int) -> None:
         self.prefix = prefix
         self.count = 0
+        self.solo_last = solo_last
 
 
 class _AppendPlan:
@@ -91,7 +106,7 @@ class _AppendPlan:
 
     __slots__ = (
         "added", "batch", "count", "fresh", "fresh_bytes", "ids", "new_queues", "next_id", "same_delivery",
-        "same_refs", "slots",
+        "same_refs", "slots", "solo",
     )
 
     def __init__(self, next_id: int) -> None:
@@ -108,14 +123,16 @@ class _AppendPlan:
         self.new_queues: list[QueueKey] = []
         self.added = 0
         self.count = 0
+        self.solo = False
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # store.memory.MemoryStore stays interpreted
 class MessageStore:
     """Implements edgehub.store.base.Store over a KeyValue.
 
-    In memory it keeps one checkpoint and one length per queue, the id counter,
-    the size and the message count (all recomputed at open), and, when
+    In memory it keeps one checkpoint and one length per queue, the index time of each
+    queue's latest solo entry, the id counter, the size and the message count (all
+    recomputed at open), and, when
     ``recent_messages`` > 0, up to that many of the latest appended messages not yet
     delivered (their bodies at most ``recent_bytes`` together), so a pump that keeps up,
     or lags by less than that, reads and checkpoints them without a store lookup
@@ -158,7 +175,11 @@ class MessageStore:
         self._checkpoints: dict[QueueKey, int] = {}
         # queue -> highest id delivered out of order above its checkpoint (absent: none).
         self._delivered_above: dict[QueueKey, int] = {}
-        self._format = FORMAT_VERSION  # set from the store by _recover
+        self._format = FORMAT_SOLO  # set from the store by _recover
+        # queue -> index time of its latest solo entry; queue -> id up to which its head holds no
+        # expired solo entry (where the next expire run starts walking it; 0: at its checkpoint).
+        self._solo_last: dict[QueueKey, int] = {}
+        self._expired_through: dict[QueueKey, int] = {}
         self._lengths: dict[QueueKey, int] = {}
         self._next_id = self._expired_upto = 0  # set from the tables by _recover
         self._size = self._count = 0
@@ -181,6 +202,8 @@ class MessageStore:
             for prefix, length in found.lengths.items():
                 queue = self._queue_of(prefix)
                 self._lengths[queue] = self._lengths.get(queue, 0) + length
+            for prefix, index in found.solo_last.items():
+                self._solo_last[self._queue_of(prefix)] = index
         except (ValueError, struct.error) as exc:
             raise StoreCorruptError(self._location, f"undecodable entry: {exc}") from exc
         self._size, self._count = found.size, found.count
@@ -247,8 +270,14 @@ class MessageStore:
                 plan.same_delivery = delivery
             slot, refs, max_expiry, encoded_refs = same
             slot.count += 1
-            entries = [(slot.prefix + id_key, queue_value(message_id, expiry, max_expiry))]
             record, refs_end = encode_record(item.message, refs, max_expiry, encoded_refs)
+            if max_expiry >= slot.solo_last:  # a solo entry: no expiry entry (see the module doc)
+                slot.solo_last = max_expiry
+                plan.solo = True
+                self._plan_solo(plan, item.message, message_id, id_key, slot.prefix, expiry, max_expiry,
+                                record)
+                return
+            entries = [(slot.prefix + id_key, queue_value(message_id, expiry, max_expiry))]
         else:
             refs, entries = self._refs_of(plan, message_id, id_key, deliveries)
             max_expiry = max(index for _, index in refs)
@@ -268,10 +297,26 @@ class MessageStore:
         else:  # one entry per distinct index time of the message
             puts[EXPIRY].extend((EXPIRY_KEY.pack(index, message_id), head) for index in {i for _, i in refs})
 
+    def _plan_solo(
+        self, plan: _AppendPlan, message: Message, message_id: int, id_key: bytes, prefix: bytes,
+        expiry: int, index: int, record: bytes,
+    ) -> None:
+        record_size = len(record) + RECORD_KEY_BYTES
+        plan.added += record_size
+        plan.count += 1
+        puts = plan.batch.puts
+        puts[MESSAGES].append((id_key, record))
+        puts[QUEUES].append(
+            (prefix + id_key, solo_queue_value(message_id, expiry, index, record_size, message.enqueued_ms)),
+        )
+        if self._recent_limit:
+            plan.fresh.append((message_id, (message, b"")))  # a solo entry needs no expiry head
+            plan.fresh_bytes += len(message.body)
+
     def _new_slot(self, plan: _AppendPlan, queue: QueueKey) -> _QueueSlot:
         if queue not in self._checkpoints:
             plan.new_queues.append(queue)
-        slot = plan.slots[queue] = _QueueSlot(self._prefix_of(queue))
+        slot = plan.slots[queue] = _QueueSlot(self._prefix_of(queue), self._solo_last.get(queue, 0))
         return slot
 
     def _refs_of(
@@ -305,7 +350,12 @@ class MessageStore:
         for queue in plan.new_queues:
             batch.put(CHECKPOINTS, plan.slots[queue].prefix, U64.pack(0))
         batch.put(META, META_NEXT_ID, U64.pack(plan.next_id))
+        marks_solo = plan.solo and self._format < FORMAT_SOLO
+        if marks_solo:  # the store's first solo entry: older hubs must refuse it from now on
+            batch.put(META, META_FORMAT, U32.pack(FORMAT_SOLO))
         self._kv.write(batch, sync=self._sync)
+        if marks_solo:
+            self._format = FORMAT_SOLO
         self._next_id = plan.next_id
         self._size += plan.added
         self._count += plan.count
@@ -318,9 +368,11 @@ class MessageStore:
             limit, byte_limit = self._recent_limit, self._recent_byte_limit
             while recent and (len(recent) > limit or self._recent_bytes > byte_limit):
                 self._recent_bytes -= len(recent.popitem(last=False)[1][0].body)
-        lengths = self._lengths
+        lengths, solo_last = self._lengths, self._solo_last
         for queue, slot in plan.slots.items():
             lengths[queue] = lengths.get(queue, 0) + slot.count
+            if slot.solo_last:
+                solo_last[queue] = slot.solo_last
 
     # -- read -------------------------------------------------------------------
 
@@ -482,8 +534,8 @@ class MessageStore:
             try:
                 gone = self._deliver_refs(batch, refs, prefix)
                 batch.put(CHECKPOINTS, prefix, checkpoint_value(upto, above))
-                if above and self._format < FORMAT_VERSION:  # the first out-of-order delivery
-                    batch.put(META, META_FORMAT, U32.pack(FORMAT_VERSION))
+                if above and self._format < FORMAT_SPARSE:  # the first out-of-order delivery
+                    batch.put(META, META_FORMAT, U32.pack(FORMAT_SPARSE))
                 self._kv.write(batch, sync=False)
             except BaseException:
                 self._size, self._count = size, count
@@ -492,7 +544,7 @@ class MessageStore:
             self._checkpoints[queue] = upto
             if above:
                 self._delivered_above[queue] = above
-                self._format = FORMAT_VERSION
+                self._format = max(self._format, FORMAT_SPARSE)
             else:
                 self._delivered_above.pop(queue, None)
             self._lengths[queue] = self._lengths.get(queue, 0) - len(refs)
@@ -521,36 +573,44 @@ class MessageStore:
         """Delete the delivered refs of one queue; reclaim each body no other ref still needs.
         Returns the ids of the messages reclaimed."""
         recent = self._recent
-        # (id, index time, expiry entry or None when not cached) per ref, decoded inline: this
-        # runs for every delivered message.
-        found: list[tuple[int, int, bytes | None]] = []
+        id_start = len(prefix)
+        message_deletes = batch.deletes[MESSAGES]
+        freed = reclaimed = 0
+        gone: list[int] = []
+        # (key, id, index time, expiry entry or None when not cached) per ref that is not solo,
+        # decoded inline: this runs for every delivered message.
+        found: list[tuple[bytes, int, int, bytes | None]] = []
         missing: list[int] = []
-        for _, value in refs:
+        for key, value in refs:
+            if len(value) == _SOLO_SIZE:  # its only ref, and the entry holds its size
+                message_id, _, _, record_size, _ = SOLO_QUEUE_VALUE.unpack(value)
+                message_deletes.append(key[id_start:])  # the queue key ends with the messages key
+                freed += record_size
+                reclaimed += 1
+                gone.append(message_id)
+                continue
             message_id, index = QUEUE_VALUE.unpack_from(value)
             if len(value) != QUEUE_VALUE.size:
                 index = LATE_QUEUE_VALUE.unpack(value)[2]
             entry = recent.get(message_id)
             if entry is None:
                 missing.append(len(found))
-                found.append((message_id, index, None))
+                found.append((key, message_id, index, None))
             else:
-                found.append((message_id, index, entry[1]))
+                found.append((key, message_id, index, entry[1]))
         if missing:
-            heads = self._kv.multi_get(EXPIRY, [EXPIRY_KEY.pack(found[i][1], found[i][0]) for i in missing])
+            heads = self._kv.multi_get(EXPIRY, [EXPIRY_KEY.pack(found[i][2], found[i][1]) for i in missing])
             for i, head in zip(missing, heads, strict=True):
-                found[i] = (found[i][0], found[i][1], head)
-        deletes = batch.deletes
-        deletes[QUEUES].extend([key for key, _ in refs])
-        message_deletes, expiry_deletes = deletes[MESSAGES], deletes[EXPIRY]
-        id_start = len(prefix)
-        freed = reclaimed = 0
-        gone: list[int] = []
-        for (key, _), (message_id, index, head) in zip(refs, found, strict=True):
+                key, message_id, index, _ = found[i]
+                found[i] = (key, message_id, index, head)
+        batch.deletes[QUEUES].extend([key for key, _ in refs])
+        expiry_deletes = batch.deletes[EXPIRY]
+        for key, message_id, index, head in found:
             if head is None:
                 raise StoreError(f"expiry entry missing for message {message_id}")
             record_size, _, _, nrefs = EXPIRY_SIZE_AND_REFS.unpack_from(head, 0)
             if nrefs == 1:  # its only ref was this one: reclaim without decoding the refs
-                message_deletes.append(key[id_start:])  # the queue key ends with the messages key
+                message_deletes.append(key[id_start:])
                 expiry_deletes.append(EXPIRY_KEY.pack(index, message_id))
                 freed += record_size
                 reclaimed += 1
@@ -584,7 +644,58 @@ class MessageStore:
         while more:  # the lock is let go between chunks, so appends and checkpoints get in
             with self._lock:
                 more = not self._closed and self._expire_chunk(now_ms, dropped)
+        with self._lock:  # then the solo entries of every queue holding any, up to the same time
+            walked = [queue for queue in self._solo_last if self._lengths.get(queue, 0)]
+        for queue in walked:
+            more = True
+            while more:
+                with self._lock:
+                    more = not self._closed and self._expire_solo(queue, dropped)
         return {queue: count for queue, count in dropped.items() if count}
+
+    def _expire_solo(self, queue: QueueKey, dropped: dict[QueueKey, int]) -> bool:
+        """Remove the expired solo entries at the head of ``queue`` (index time up to the last
+        expire run's), up to about EXPIRE_CHUNK rows in one batch. Entries that are not solo are
+        passed over (their expiry entries expire them); the walk stops at the first solo entry not
+        expired, since every later one expires no sooner. True when the chunk ran out first."""
+        upto = self._expired_upto
+        prefix = self._prefix_of(queue)
+        through = max(self._checkpoints.get(queue, 0), self._expired_through.get(queue, 0))
+        start, stop = prefix + U64.pack(through + 1), prefix + QUEUE_STOP
+        id_start = len(prefix)
+        batch = WriteBatch()
+        gone: list[int] = []
+        freed = scanned = 0
+        want = _FIRST_SOLO_SCAN
+        more = True
+        while more:
+            rows = self._kv.scan(QUEUES, start, stop, want)
+            for key, value in rows:
+                if len(value) == _SOLO_SIZE:
+                    message_id, _, index, record_size, _ = SOLO_QUEUE_VALUE.unpack(value)
+                    if index > upto:
+                        more = False
+                        break
+                    batch.delete(QUEUES, key)
+                    batch.delete(MESSAGES, key[id_start:])
+                    freed += record_size
+                    gone.append(message_id)
+                through = U64.unpack_from(key, id_start)[0]
+            scanned += len(rows)
+            if len(rows) < want or scanned >= EXPIRE_CHUNK:
+                more = more and len(rows) == want  # the chunk ran out before the queue did
+                break
+            start = rows[-1][0] + b"\x00"
+            want = min(2 * want, EXPIRE_CHUNK)
+        if gone:
+            self._kv.write(batch, sync=False)
+            self._size -= freed
+            self._count -= len(gone)
+            self._lengths[queue] = self._lengths.get(queue, 0) - len(gone)
+            dropped[queue] = dropped.get(queue, 0) + len(gone)
+            self._forget_recent(gone)
+        self._expired_through[queue] = through
+        return more
 
     def _expire_chunk(self, now_ms: int, dropped: dict[QueueKey, int]) -> bool:
         """Expire up to about EXPIRE_CHUNK entries as one complete run up to some

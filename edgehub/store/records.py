@@ -13,12 +13,16 @@ Layouts (all integers big-endian, so keys sort as numbers):
   property strings (keys and values, application then system, UTF-8 joined by
   NUL; or, when a string holds a NUL, ``u32`` lengths then the strings), the body
 - queues: ``prefix ‖ id u64`` → ``id u64 ‖ expiry u64``, plus ``index time u64``
-  when the expiry was already past the last expire run (see MessageStore)
+  when the expiry was already past the last expire run (see MessageStore); or, for a
+  message with this one ref whose index time is not below that of the queue's previous such
+  entry (a solo entry, format 3), ``id u64 ‖ expiry u64 ‖ index time u64 ‖ record size u32 ‖
+  enqueued u64``: the message then has no expiry entry, since its queue's solo entries are in
+  index-time order and an expire run removes the expired ones at the queue's head
 - checkpoints: ``prefix`` → last delivered id u64 (every ref of the queue up to it is
   delivered), plus, in format 2 only while refs above it were delivered out of order
   (``drainOrder`` newestFirst), the highest such id u64; see MessageStore
 - expiry: ``expiry u64 ‖ id u64`` → ``record size u32`` ‖ the record up to the
-  end of its refs, so expiry runs and reopen never read bodies
+  end of its refs, so expiry runs and reopen never read bodies (every message but a solo one)
 - twins: ``identity id utf-8`` → the twin record (JSON; edgehub.twins.service owns it)
 - sessions: ``client id utf-8`` → a persistent MQTT session record (JSON;
   edgehub.heads.mqtt.session_store owns it)
@@ -28,7 +32,9 @@ Format 2 adds the second checkpoint id; a store is marked 2 by the first out-of-
 in the same write batch, so a store only ever drained oldest first stays 1 and an older hub
 still opens it, while an older hub refuses a format 2 store plainly (NewerFormatError, never a
 quarantine). A format 1 store opens unchanged: its 8-byte checkpoint values are format 2's
-"nothing delivered out of order".
+"nothing delivered out of order". Format 3 adds solo queue entries; a store is marked 3 by the
+first append that writes one, in the same batch, so an older hub refuses it plainly the same way.
+A store of format 1 or 2 opens unchanged and gets solo entries for its new messages.
 
 The twins table was added without a format bump: it is additive (the message layouts
 did not change), a store without it opens and gets it (RocksDB creates the missing
@@ -50,10 +56,14 @@ from typing import Final
 from edgehub.message import EMPTY_PROPERTIES, Message
 from edgehub.store.base import QueueKey
 
-FORMAT_VERSION: Final = 2
+FORMAT_VERSION: Final = 3
 """The newest layout this hub reads; bumped on any incompatible change (older hubs refuse newer stores)."""
 FORMAT_IN_ORDER: Final = 1
-"""What a new store is marked with until a queue has refs delivered out of order (then FORMAT_VERSION)."""
+"""What a new store is marked with until it holds a layout an older hub cannot read."""
+FORMAT_SPARSE: Final = 2
+"""Marked by the first refs delivered out of order (a second checkpoint id)."""
+FORMAT_SOLO: Final = 3
+"""Marked by the first solo queue entry (a message without an expiry entry)."""
 
 U32: Final = Struct(">I")
 U64: Final = Struct(">Q")
@@ -61,6 +71,8 @@ QUEUE_VALUE: Final = Struct(">QQ")
 SPARSE_CHECKPOINT: Final = Struct(">QQ")
 """Format 2 checkpoint value: last id of the delivered prefix, highest id delivered above it."""
 LATE_QUEUE_VALUE: Final = Struct(">QQQ")
+SOLO_QUEUE_VALUE: Final = Struct(">QQQIQ")
+"""A solo queue entry: id, expiry, index time, record size, enqueued (format 3)."""
 EXPIRY_KEY: Final = Struct(">QQ")
 RECORD_HEAD: Final = Struct(">QQHIBHHI")
 EXPIRY_HEAD: Final = Struct(">IQQHIBHHI")
@@ -144,11 +156,21 @@ def queue_value(message_id: int, expiry_ms: int, index_ms: int) -> bytes:
     return LATE_QUEUE_VALUE.pack(message_id, expiry_ms, index_ms)
 
 
+def solo_queue_value(
+    message_id: int, expiry_ms: int, index_ms: int, record_size: int, enqueued_ms: int,
+) -> bytes:
+    """A solo queue entry: a queue entry that also holds what the message's expiry entry would."""
+    return SOLO_QUEUE_VALUE.pack(message_id, expiry_ms, index_ms, record_size, enqueued_ms)
+
+
 def decode_queue_value(value: bytes) -> tuple[int, int, int]:
-    """(id, expiry ms, index time ms) of a queue entry."""
+    """(id, expiry ms, index time ms) of a queue entry, solo or not."""
     if len(value) == QUEUE_VALUE.size:
         message_id, expiry = QUEUE_VALUE.unpack(value)
         return message_id, expiry, expiry
+    if len(value) == SOLO_QUEUE_VALUE.size:
+        message_id, expiry, index, _, _ = SOLO_QUEUE_VALUE.unpack(value)
+        return message_id, expiry, index
     found: tuple[int, int, int] = LATE_QUEUE_VALUE.unpack(value)
     return found
 

@@ -109,7 +109,8 @@ def verify_bodies(kv: KeyValue, location: str, live_count: int, live_bytes: int,
         if found != live_count:
             raise StoreCorruptError(
                 location,
-                f"the messages table holds {found} bodies, the expiry index {live_count} live messages",
+                f"the messages table holds {found} bodies, the queue and expiry index "
+                f"{live_count} live messages",
             )
         return
     keys = [message_id.to_bytes(8, "big") for message_id in ids]

@@ -18,10 +18,17 @@ from edgehub.errors import StoreError, StoreFullError, StoreOpenError
 from edgehub.message import Message, MessageId
 from edgehub.store import message_store
 from edgehub.store.base import Delivery, IngestItem, QueueKey
-from edgehub.store.kv import META, WriteBatch
+from edgehub.store.kv import EXPIRY, META, WriteBatch
 from edgehub.store.memory import MemoryKeyValue, MemoryStore
 from edgehub.store.message_store import MessageStore
-from edgehub.store.records import FORMAT_IN_ORDER, FORMAT_VERSION, META_FORMAT, U32
+from edgehub.store.records import (
+    FORMAT_IN_ORDER,
+    FORMAT_SOLO,
+    FORMAT_SPARSE,
+    FORMAT_VERSION,
+    META_FORMAT,
+    U32,
+)
 
 StoreOpener = Callable[[Path, "int | None"], MessageStore]
 """Opens the store kept in a folder (creating it); called again on the same folder it reopens it."""
@@ -304,11 +311,13 @@ class StoreConformance:
 
     def test_a_store_drained_oldest_first_keeps_the_in_order_format(self) -> None:
         store = self.open()
-        ids = store.append([item(b"a", to(UPSTREAM)), item(b"b", to(UPSTREAM))])
+        # Two queues per message: no solo entry, so nothing an older hub could not read.
+        ids = store.append([item(b"a", to(UPSTREAM), to(MODULE)), item(b"b", to(UPSTREAM), to(MODULE))])
         store.checkpoint(UPSTREAM, ids[0])
         store.mark_delivered(UPSTREAM, [ids[1]])  # at the head of the queue: in order
         assert store.format_version == FORMAT_IN_ORDER
         assert store.checkpoint_of(UPSTREAM) == ids[1]
+        assert store.delivered_above_of(UPSTREAM) == 0
 
     def test_deliveries_out_of_order_survive_reopen(self) -> None:
         if not self.reopens:
@@ -321,7 +330,7 @@ class StoreConformance:
         before = (store.queue_lengths(), store.size_bytes(), store.message_count(), store.stats())
         store = self.reopen(store)
         assert (store.queue_lengths(), store.size_bytes(), store.message_count(), store.stats()) == before
-        assert store.format_version == FORMAT_VERSION
+        assert store.format_version == FORMAT_SPARSE
         assert store.delivered_above_of(UPSTREAM) == ids[7]
         assert self.ids_of(store, UPSTREAM) == ids[:5]
         assert self.ids_of(store, MODULE) == ids[3:6]
@@ -411,6 +420,72 @@ class StoreConformance:
         assert bodies(store, MODULE, NOW + 20) == [b"same"] * 5
         assert store.expire(NOW + 50) == {MODULE: 5}
         assert store.size_bytes() == 0
+
+    # -- solo entries (one ref, its queue's entries in index-time order) -------------------------
+
+    def test_a_message_for_one_queue_has_no_expiry_entry_and_marks_the_format(self) -> None:
+        store = self.open()
+        assert store.format_version == FORMAT_IN_ORDER
+        store.append([item(b"a", to(UPSTREAM)), item(b"b", to(UPSTREAM), to(MODULE))])
+        assert store.format_version == FORMAT_SOLO == FORMAT_VERSION
+        assert len(store.kv.scan(EXPIRY, b"", b"\xff", 10)) == 1  # only the message for two queues
+        if self.reopens:
+            assert self.reopen(store).format_version == FORMAT_SOLO
+
+    def test_solo_messages_expire_from_the_head_of_their_queue_in_order(self) -> None:
+        store = self.open()
+        store.append([item(bytes([n]), to(UPSTREAM, NOW + 10 * n)) for n in range(1, 6)])
+        store.append([item(b"m", to(MODULE, NOW + 5))])
+        size = store.size_bytes()
+        assert store.expire(NOW + 25) == {UPSTREAM: 2, MODULE: 1}
+        assert bodies(store, UPSTREAM, NOW) == [bytes([3]), bytes([4]), bytes([5])]
+        lengths = store.queue_lengths()
+        assert (lengths[UPSTREAM], lengths[MODULE], store.message_count()) == (3, 0, 3)
+        assert 0 < store.size_bytes() < size
+        assert store.expire(NOW + 25) == {}
+        assert store.expire(NOW + 50) == {UPSTREAM: 3}
+        assert (store.message_count(), store.size_bytes()) == (0, 0)
+
+    def test_a_shorter_ttl_after_a_longer_one_still_expires_on_time(self) -> None:
+        store = self.open()
+        store.append([item(b"long", to(UPSTREAM, NOW + HOUR))])
+        store.append([item(b"short", to(UPSTREAM, NOW + 10))])  # sorts below: gets an expiry entry
+        store.append([item(b"after", to(UPSTREAM, NOW + 2 * HOUR))])
+        if self.reopens:  # the order of the solo entries is recovered at open
+            store = self.reopen(store)
+        store.append([item(b"short again", to(UPSTREAM, NOW + 20))])
+        assert store.expire(NOW + 30) == {UPSTREAM: 2}
+        assert bodies(store, UPSTREAM, NOW) == [b"long", b"after"]
+        assert store.expire(NOW + HOUR) == {UPSTREAM: 1}
+        assert bodies(store, UPSTREAM, NOW) == [b"after"]
+        assert store.expire(NOW + 2 * HOUR) == {UPSTREAM: 1}
+        assert (store.message_count(), store.size_bytes(), store.queue_lengths()[UPSTREAM]) == (0, 0, 0)
+
+    def test_expire_of_solo_entries_skips_delivered_ones_and_runs_in_chunks(
+        self, monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setattr(message_store, "EXPIRE_CHUNK", 3)
+        store = self.open()
+        ids = store.append([item(bytes([n]), to(UPSTREAM, NOW + 10)) for n in range(10)])
+        store.append([item(b"later", to(UPSTREAM, NOW + HOUR))])
+        store.checkpoint(UPSTREAM, ids[1])
+        store.mark_delivered(UPSTREAM, [ids[4], ids[5]])
+        assert store.expire(NOW + 10) == {UPSTREAM: 6}
+        assert bodies(store, UPSTREAM, NOW) == [b"later"]
+        assert (store.message_count(), store.queue_lengths()[UPSTREAM]) == (1, 1)
+
+    def test_solo_entries_reopen_with_their_size_count_and_stats(self) -> None:
+        if not self.reopens:
+            pytest.skip("this backend keeps nothing across close")
+        store = self.open()
+        ids = store.append([item(b"x" * n, to(UPSTREAM)) for n in range(1, 9)])
+        store.append([item(b"both", to(UPSTREAM), to(MODULE))])
+        store.checkpoint(UPSTREAM, ids[2])
+        before = (store.queue_lengths(), store.size_bytes(), store.message_count(), store.stats())
+        store = self.reopen(store)
+        assert (store.queue_lengths(), store.size_bytes(), store.message_count(), store.stats()) == before
+        [upstream] = [queue for queue in store.stats().queues if queue.queue == UPSTREAM]
+        assert (upstream.length, upstream.oldest_enqueued_ms) == (6, NOW)
 
     # -- size limit ------------------------------------------------------------------
 

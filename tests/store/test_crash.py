@@ -22,6 +22,7 @@ from edgehub.store.records import (
     EXPIRY_KEY,
     RECORD_HEAD,
     RECORD_KEY_BYTES,
+    SOLO_QUEUE_VALUE,
     U64,
     decode_queue_value,
 )
@@ -64,20 +65,29 @@ def _kept_bodies(store: MessageStore) -> dict[int, bytes]:
 
 
 def _assert_consistent(store: MessageStore) -> None:
-    """Every ref has its body and expiry entry; every body its latest expiry entry; size adds up."""
+    """Every ref has its body; a solo ref holds its body's size and has no expiry entry, any other
+    ref has its expiry entry; every body has its latest expiry entry or a solo ref; size adds up."""
     kv = store.kv
-    refs = kv.scan(QUEUES, b"", b"\xff", 10**9)
-    for key, value in refs:
+    solo_sizes: dict[int, int] = {}
+    for key, value in kv.scan(QUEUES, b"", b"\xff", 10**9):
         message_id, _, index = decode_queue_value(value)
         assert key.endswith(U64.pack(message_id))
         assert kv.get(MESSAGES, U64.pack(message_id)) is not None, f"ref {message_id} without body"
-        assert kv.get(EXPIRY, EXPIRY_KEY.pack(index, message_id)) is not None
+        if len(value) == SOLO_QUEUE_VALUE.size:
+            solo_sizes[message_id] = SOLO_QUEUE_VALUE.unpack(value)[3]
+            assert kv.get(EXPIRY, EXPIRY_KEY.pack(index, message_id)) is None, "solo ref with an expiry entry"
+        else:
+            assert kv.get(EXPIRY, EXPIRY_KEY.pack(index, message_id)) is not None
     size = 0
     for key, record in kv.scan(MESSAGES, b"", b"\xff", 10**9):
         size += len(record) + RECORD_KEY_BYTES
+        message_id = U64.unpack(key)[0]
+        if message_id in solo_sizes:
+            assert solo_sizes[message_id] == len(record) + RECORD_KEY_BYTES
+            continue
         max_expiry = RECORD_HEAD.unpack_from(record, 0)[1]
-        head = kv.get(EXPIRY, EXPIRY_KEY.pack(max_expiry, U64.unpack(key)[0]))
-        assert head is not None, "body without its expiry entry"
+        head = kv.get(EXPIRY, EXPIRY_KEY.pack(max_expiry, message_id))
+        assert head is not None, "body without its expiry entry or a solo ref"
         assert EXPIRY_HEAD.unpack_from(head, 0)[0] == len(record) + RECORD_KEY_BYTES
     assert store.size_bytes() == size
 

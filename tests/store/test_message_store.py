@@ -43,6 +43,21 @@ def test_expire_reads_only_the_expired_part_of_the_index() -> None:
     assert kv.rows_scanned[MESSAGES] == 0  # bodies are never read to expire them
 
 
+def test_expire_walks_a_queue_of_solo_entries_only_over_the_expired_head() -> None:
+    kv = CountingKeyValue()
+    store = MessageStore(kv)
+    store.append([item(b"soon", to(UPSTREAM, NOW + 10)) for _ in range(40)])
+    store.append([item(b"later", to(UPSTREAM, NOW + HOUR)) for _ in range(2000)])
+    kv.rows_scanned[QUEUES] = 0
+    assert store.expire(NOW + 10) == {UPSTREAM: 40}
+    assert 41 <= kv.rows_scanned[QUEUES] <= 64  # the 40 expired, then one page holding the first live one
+    kv.rows_scanned[QUEUES] = 0
+    assert store.expire(NOW + 20) == {}
+    assert kv.rows_scanned[QUEUES] <= 16  # the walk starts where the last one stopped
+    assert kv.rows_scanned[EXPIRY] == 0  # solo entries have no expiry entries
+    assert store.message_count() == 2000
+
+
 def test_only_appends_of_a_sync_store_are_fsynced() -> None:
     kv = CountingKeyValue()
     store = MessageStore(kv, sync=True)
