@@ -16,9 +16,9 @@ its refs is delivered either way or expired.
 Solo entries (format 3). A message with one ref whose index time is not below that of the
 previous solo entry of its queue gets no expiry entry: its queue entry holds its size and
 enqueued time instead (two writes to store it and two to reclaim it, not three and three). The
-solo entries of a queue are in index-time order, so an expire run removes the expired ones by
-walking the queue from its head and stopping at the first one not expired; the others (several
-refs, or a shorter TTL than the message before) keep their expiry entry as before.
+solo entries of a queue are in index-time order, so an expire run (edgehub.store.expiry) removes
+the expired ones by walking the queue from its head and stopping at the first one not expired;
+the others (several refs, or a shorter TTL than the message before) keep their expiry entry.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from edgehub.message import Message, MessageId
 from edgehub.store.base import Delivery, IngestItem, QueuedMessage, QueueKey, StoreStats
 from edgehub.store.broker_table import BrokerTable
 from edgehub.store.damage import drop_unreadable, read_each
+from edgehub.store.expiry import expire_chunk, expire_solo
 from edgehub.store.inventory import count_live, queue_stats, read_meta
 from edgehub.store.kv import (
     CHECKPOINTS,
@@ -56,7 +57,6 @@ from edgehub.store.records import (
     FORMAT_SOLO,
     FORMAT_SPARSE,
     LATE_QUEUE_VALUE,
-    META_EXPIRED_UPTO,
     META_FORMAT,
     META_NEXT_ID,
     QUEUE_STOP,
@@ -80,13 +80,9 @@ from edgehub.store.records import (
 
 RECENT_BYTES: Final = 16 << 20
 """Default bound on the bodies the recent cache holds, so large messages cannot fill memory."""
-EXPIRE_CHUNK: Final = 4096
-"""Expiry entries per write batch in one expire run; bounds the batch's memory."""
 _MIN_READ_SCAN: Final = 64
 """Rows per further scan of a read whose first scan (``limit`` rows) held expired entries."""
 _SOLO_SIZE: Final = SOLO_QUEUE_VALUE.size
-_FIRST_SOLO_SCAN: Final = 16
-"""Rows of the first scan of a queue's head in an expire run; usually the first is not expired."""
 
 
 class _QueueSlot:
@@ -643,125 +639,15 @@ class MessageStore:
         more = True
         while more:  # the lock is let go between chunks, so appends and checkpoints get in
             with self._lock:
-                more = not self._closed and self._expire_chunk(now_ms, dropped)
+                more = not self._closed and expire_chunk(self, now_ms, dropped)
         with self._lock:  # then the solo entries of every queue holding any, up to the same time
             walked = [queue for queue in self._solo_last if self._lengths.get(queue, 0)]
         for queue in walked:
             more = True
             while more:
                 with self._lock:
-                    more = not self._closed and self._expire_solo(queue, dropped)
+                    more = not self._closed and expire_solo(self, queue, dropped)
         return {queue: count for queue, count in dropped.items() if count}
-
-    def _expire_solo(self, queue: QueueKey, dropped: dict[QueueKey, int]) -> bool:
-        """Remove the expired solo entries at the head of ``queue`` (index time up to the last
-        expire run's), up to about EXPIRE_CHUNK rows in one batch. Entries that are not solo are
-        passed over (their expiry entries expire them); the walk stops at the first solo entry not
-        expired, since every later one expires no sooner. True when the chunk ran out first."""
-        upto = self._expired_upto
-        prefix = self._prefix_of(queue)
-        through = max(self._checkpoints.get(queue, 0), self._expired_through.get(queue, 0))
-        start, stop = prefix + U64.pack(through + 1), prefix + QUEUE_STOP
-        id_start = len(prefix)
-        batch = WriteBatch()
-        gone: list[int] = []
-        freed = scanned = 0
-        want = _FIRST_SOLO_SCAN
-        more = True
-        while more:
-            rows = self._kv.scan(QUEUES, start, stop, want)
-            for key, value in rows:
-                if len(value) == _SOLO_SIZE:
-                    message_id, _, index, record_size, _ = SOLO_QUEUE_VALUE.unpack(value)
-                    if index > upto:
-                        more = False
-                        break
-                    batch.delete(QUEUES, key)
-                    batch.delete(MESSAGES, key[id_start:])
-                    freed += record_size
-                    gone.append(message_id)
-                through = U64.unpack_from(key, id_start)[0]
-            scanned += len(rows)
-            if len(rows) < want or scanned >= EXPIRE_CHUNK:
-                more = more and len(rows) == want  # the chunk ran out before the queue did
-                break
-            start = rows[-1][0] + b"\x00"
-            want = min(2 * want, EXPIRE_CHUNK)
-        if gone:
-            self._kv.write(batch, sync=False)
-            self._size -= freed
-            self._count -= len(gone)
-            self._lengths[queue] = self._lengths.get(queue, 0) - len(gone)
-            dropped[queue] = dropped.get(queue, 0) + len(gone)
-            self._forget_recent(gone)
-        self._expired_through[queue] = through
-        return more
-
-    def _expire_chunk(self, now_ms: int, dropped: dict[QueueKey, int]) -> bool:
-        """Expire up to about EXPIRE_CHUNK entries as one complete run up to some
-        time <= ``now_ms``, in one batch. True when entries up to ``now_ms`` remain."""
-        previous = self._expired_upto
-        if now_ms <= previous:
-            return False
-        start = U64.pack(previous + 1)
-        rows = self._kv.scan(EXPIRY, start, U64.pack(now_ms + 1), EXPIRE_CHUNK)
-        upto = now_ms
-        more = False
-        if len(rows) == EXPIRE_CHUNK:
-            last = EXPIRY_KEY.unpack(rows[-1][0])[0]
-            if EXPIRY_KEY.unpack(rows[0][0])[0] < last:
-                upto = last - 1  # cut between two expiry times, never inside one
-                rows = [row for row in rows if EXPIRY_KEY.unpack(row[0])[0] < last]
-            else:
-                upto = last
-                rows = list(scan_all(self._kv, EXPIRY, start, U64.pack(last + 1)))
-            more = upto < now_ms
-        batch = WriteBatch()
-        size, count = self._size, self._count
-        lengths: dict[QueueKey, int] = {}
-        handled: set[int] = set()
-        try:
-            for key, value in rows:
-                message_id = EXPIRY_KEY.unpack(key)[1]
-                if message_id in handled:
-                    continue
-                handled.add(message_id)
-                self._expire_message(batch, message_id, value, previous, upto, lengths)
-            batch.put(META, META_EXPIRED_UPTO, U64.pack(upto))
-            self._kv.write(batch, sync=False)
-        except BaseException:
-            self._size, self._count = size, count
-            raise
-        self._expired_upto = upto
-        for queue, removed in lengths.items():
-            self._lengths[queue] -= removed
-            dropped[queue] = dropped.get(queue, 0) + removed
-        return more
-
-    def _expire_message(
-        self, batch: WriteBatch, message_id: int, head: bytes, previous: int, upto: int,
-        removed: dict[QueueKey, int],
-    ) -> None:
-        """Remove every ref of one message expiring in (previous, upto]; reclaim its body when done."""
-        record_size, _, _, refs = decode_expiry_value(head)
-        id_key = U64.pack(message_id)
-        done = True
-        for prefix, expiry in refs:
-            queue = self._queue_of(prefix)
-            if self._checkpoints.get(queue, 0) >= message_id or expiry <= previous:
-                continue  # delivered, or removed by an earlier run
-            if self._delivered_out_of_order(queue, prefix, message_id):
-                continue
-            if expiry > upto:
-                done = False
-                continue
-            batch.delete(QUEUES, prefix + id_key)
-            removed[queue] = removed.get(queue, 0) + 1
-        if done:
-            self._reclaim(batch, message_id, refs, record_size)
-            return
-        for expiry in {expiry for _, expiry in refs if previous < expiry <= upto}:
-            batch.delete(EXPIRY, EXPIRY_KEY.pack(expiry, message_id))
 
     # -- twins --------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import pytest
 
 from edgehub.errors import StoreError, StoreFullError, StoreOpenError
 from edgehub.message import Message, MessageId
-from edgehub.store import message_store
+from edgehub.store import expiry
 from edgehub.store.base import Delivery, IngestItem, QueueKey
 from edgehub.store.kv import EXPIRY, META, WriteBatch
 from edgehub.store.memory import MemoryKeyValue, MemoryStore
@@ -409,7 +409,7 @@ class StoreConformance:
     def test_expire_runs_in_chunks_and_cuts_only_between_expiry_times(
         self, monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        monkeypatch.setattr(message_store, "EXPIRE_CHUNK", 3)
+        monkeypatch.setattr(expiry, "EXPIRE_CHUNK", 3)
         store = self.open()
         # Five messages share one expiry time, then singles: a chunk must take all five.
         items = [item(b"same", to(UPSTREAM, NOW + 5), to(MODULE, NOW + 50)) for _ in range(5)]
@@ -464,7 +464,7 @@ class StoreConformance:
     def test_expire_of_solo_entries_skips_delivered_ones_and_runs_in_chunks(
         self, monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        monkeypatch.setattr(message_store, "EXPIRE_CHUNK", 3)
+        monkeypatch.setattr(expiry, "EXPIRE_CHUNK", 3)
         store = self.open()
         ids = store.append([item(bytes([n]), to(UPSTREAM, NOW + 10)) for n in range(10)])
         store.append([item(b"later", to(UPSTREAM, NOW + HOUR))])
